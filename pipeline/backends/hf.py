@@ -1,0 +1,182 @@
+"""transformers rollout backend: a KV-cached sampling loop over the trainer's own module.
+
+It shares the policy module with the update stage, so `sync_weights` has nothing to copy. For a chunk
+of requests the distinct prompts are prefilled once and their KV cache is repeated for every request
+that shares the prompt (a group of N samples costs one prefill); forced prefix tokens (the
+demonstration cut of a hybrid request) are then fed through the same decode loop as sampled tokens.
+Finished rows are dropped from the batch as they stop.
+
+Sampling is inverse-CDF with one uniform per generated token drawn from the request's own seed, so a
+request's sample does not depend on which other requests share its batch (up to floating point).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from pipeline.backends import Completion, GenerationRequest, SamplingParams
+
+
+def sample_from_logits(logits: torch.Tensor, sampling: SamplingParams,
+                       uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row by inverse CDF.
+
+    logits [A, V] float32, uniforms [A] in [0, 1). Returns token ids [A] and log softmax(logits / T) of
+    the drawn token [A] (the untruncated distribution the trainer scores). temperature 0 is greedy.
+    """
+    if sampling.temperature <= 0:
+        logp = torch.log_softmax(logits, dim=-1)  # [A, V]
+        tok = logp.argmax(dim=-1)  # [A]
+        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+    logp = torch.log_softmax(logits / sampling.temperature, dim=-1)  # [A, V]
+    if sampling.top_k > 0 or sampling.top_p < 1.0:
+        sorted_logp, order = logp.sort(dim=-1, descending=True)  # [A, V]
+        probs = sorted_logp.exp()
+        keep = torch.ones_like(probs, dtype=torch.bool)
+        if sampling.top_k > 0:
+            keep[:, sampling.top_k:] = False
+        if sampling.top_p < 1.0:
+            mass_before = probs.cumsum(dim=-1) - probs  # [A, V]
+            keep &= mass_before < sampling.top_p
+        cdf = (probs * keep).cumsum(dim=-1)  # [A, V]
+        j = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True).clamp_max(cdf.shape[1] - 1)
+        tok = order.gather(-1, j).squeeze(-1)
+    else:
+        cdf = logp.exp().cumsum(dim=-1)  # [A, V]
+        j = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True)
+        tok = j.squeeze(-1).clamp_max(cdf.shape[1] - 1)
+    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model: Any, *, pad_token_id: int, batch_size: int = 256, precision: str = "fp32"):
+        self.model = model
+        self.pad_token_id = pad_token_id
+        self.batch_size = batch_size
+        self.precision = precision
+
+    def version(self) -> str:
+        import transformers
+
+        return f"transformers-{transformers.__version__}"
+
+    def sync_weights(self, model: Any) -> None:
+        self.model = model  # the module is shared with the trainer: nothing to copy
+
+    def release(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self._device().type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out: list[Completion] = []
+            for start in range(0, len(requests), self.batch_size):
+                out += self._generate_chunk(requests[start:start + self.batch_size], sampling)
+            return out
+        finally:
+            self.model.train(was_training)
+
+    def _forward(self, ids, mask, pos, cache):
+        with self._autocast():
+            res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                             use_cache=True, logits_to_keep=1)
+        return res.logits[:, -1].float(), res.past_key_values
+
+    def _generate_chunk(self, reqs: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
+        from transformers import DynamicCache
+
+        dev = self._device()
+        n = len(reqs)
+        # prefill each distinct prompt once, then repeat its cache for every request that shares it
+        distinct: dict[tuple[int, ...], int] = {}
+        row_to_prompt = [distinct.setdefault(tuple(r.prompt_ids), len(distinct)) for r in reqs]
+        ids, mask = _left_pad([list(p) for p in distinct], self.pad_token_id)
+        ids, mask = ids.to(dev), mask.to(dev)
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        logits, cache = self._forward(ids, mask, pos, DynamicCache(config=self.model.config))
+        select = torch.tensor(row_to_prompt, device=dev)
+        cache.batch_select_indices(select)
+        logits, mask = logits[select], mask[select]  # [R, V], [R, P]
+        next_pos = mask.sum(-1)  # [R]
+
+        flen = torch.tensor([len(r.prefix_ids) for r in reqs], device=dev)  # [R]
+        budget = torch.tensor([r.max_new_tokens for r in reqs], device=dev)  # [R]
+        total = flen + budget  # tokens emitted after the prompt, at most
+        steps = int(total.max())
+        forced = torch.full((n, max(1, int(flen.max()))), self.pad_token_id, dtype=torch.long, device=dev)
+        for i, r in enumerate(reqs):
+            if r.prefix_ids:
+                forced[i, :len(r.prefix_ids)] = torch.tensor(r.prefix_ids, device=dev)
+        uniforms = torch.zeros((n, int(budget.max())), dtype=torch.float32)
+        for i, r in enumerate(reqs):
+            g = torch.Generator().manual_seed(r.seed)
+            uniforms[i, :r.max_new_tokens] = torch.rand(r.max_new_tokens, generator=g)
+        uniforms = uniforms.to(dev)
+        stop_ids = torch.tensor(sampling.stop_token_ids or [-1], device=dev)
+
+        emitted = torch.full((n, steps), self.pad_token_id, dtype=torch.long, device=dev)
+        logps = torch.zeros((n, steps), dtype=torch.float32, device=dev)
+        length = torch.zeros(n, dtype=torch.long, device=dev)
+        stopped = torch.zeros(n, dtype=torch.bool, device=dev)
+        active = torch.arange(n, device=dev)  # original row of each batch row
+        for s in range(steps):
+            is_forced = s < flen[active]  # [A]
+            gen_index = (s - flen[active]).clamp_min(0)
+            u = uniforms[active, gen_index.clamp_max(uniforms.shape[1] - 1)]
+            tok, lp = sample_from_logits(logits, sampling, u)
+            tok = torch.where(is_forced, forced[active, min(s, forced.shape[1] - 1)], tok)
+            emitted[active, s] = tok
+            logps[active, s] = lp
+            length[active] = s + 1
+            stop = ~is_forced & torch.isin(tok, stop_ids)
+            stopped[active] |= stop
+            done = stop | (s + 1 >= total[active])
+            if bool(done.all()):
+                break
+            if bool(done.any()):
+                keep = (~done).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                active, mask, next_pos, tok = active[keep], mask[keep], next_pos[keep], tok[keep]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+            logits, cache = self._forward(tok[:, None], mask, next_pos[:, None], cache)
+            next_pos = next_pos + 1
+
+        results = []
+        emitted, logps, length = emitted.cpu(), logps.cpu(), length.cpu()
+        for i, r in enumerate(reqs):
+            a, b = len(r.prefix_ids), int(length[i])
+            results.append(Completion(token_ids=emitted[i, a:b].tolist(), logprobs=logps[i, a:b].tolist(),
+                                      finish_reason="stop" if bool(stopped[i]) else "length"))
+        return results

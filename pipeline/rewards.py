@@ -1,0 +1,123 @@
+"""Verifier rewards: plain functions from completions (and their row's columns) to scores.
+
+`math_verify_reward` is the 0/1 verifier of SPEC §4: it grades the last `\\boxed{}` of the response
+(prefix + continuation; after the last `</think>` when present, SPEC Q8) against the reference answer
+with math-verify. Completions are untrusted: the graded text is capped before any parsing, the box is
+found by a linear brace scan (no regex backtracking, no `eval`), and math-verify only ever sees the
+short boxed content, inside a worker process with a hard time limit (`pipeline.scoring`).
+
+Statuses: `ok` (graded; reward 0 or 1), `no_answer` (no box, or nothing parsable in it), `timeout`,
+`error`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+
+from pipeline.scoring import Result, get_pool
+
+MAX_GRADED_CHARS = 20_000  # tail of the response that is searched for the answer
+MAX_BOXED_CHARS = 400  # longer boxed content is not an answer to these problems
+_BOX_MARKERS = ("\\boxed", "\\fbox")
+
+
+def graded_region(text: str, after_think: bool = True) -> str:
+    """The part of a response that is graded: after the last `</think>` if any, capped to its tail."""
+    if after_think:
+        cut = text.rfind("</think>")
+        if cut >= 0:
+            text = text[cut + len("</think>"):]
+    return text[-MAX_GRADED_CHARS:]
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete `\\boxed{...}` (or `\\fbox{...}`), or None.
+
+    Scans backwards for the marker and matches braces forward; content longer than MAX_BOXED_CHARS or an
+    unclosed brace means no answer."""
+    pos = len(text)
+    while True:
+        start = max(text.rfind(m, 0, pos) for m in _BOX_MARKERS)
+        if start < 0:
+            return None
+        i = start + (6 if text.startswith("\\boxed", start) else 5)
+        while i < len(text) and text[i] == " ":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            depth, j = 0, i
+            limit = min(len(text), i + MAX_BOXED_CHARS + 2)
+            while j < limit:
+                c = text[j]
+                if c == "\\":
+                    j += 2
+                    continue
+                if c == "{":
+                    depth += 1
+                elif c == "}":
+                    depth -= 1
+                    if depth == 0:
+                        return text[i + 1:j]
+                j += 1
+        pos = start  # malformed or oversized box: look at an earlier one
+
+
+def grade_math(response: str, reference: str, after_think: bool) -> Result:
+    """Grade one response against one reference (runs inside a scoring worker)."""
+    from math_verify import parse, verify
+
+    boxed = last_boxed(graded_region(response, after_think))
+    if boxed is None or not boxed.strip():
+        return 0.0, "no_answer", ""
+    gold = parse(f"\\boxed{{{reference}}}", parsing_timeout=None)
+    pred = parse(f"\\boxed{{{boxed}}}", parsing_timeout=None)
+    if not pred:
+        return 0.0, "no_answer", boxed
+    if not gold:
+        return 0.0, "error", boxed
+    ok = verify(gold, pred, timeout_seconds=None)
+    return (1.0 if ok else 0.0), "ok", boxed
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def put(self, key: str, value: Result) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+_CACHE = _LRU(200_000)
+
+
+def _key(response: str, reference: str, after_think: bool) -> str:
+    h = hashlib.sha256()
+    for part in (graded_region(response, after_think), "\x00", reference, "\x00", str(after_think)):
+        h.update(part.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def math_verify_reward(completions: list[str], answers: list[str], *, after_think: bool = True,
+                       timeout_s: float = 5.0, num_workers: int = 0) -> list[Result]:
+    """Score every completion against its reference answer; results cached by (completion, reference)."""
+    keys = [_key(c, a, after_think) for c, a in zip(completions, answers, strict=True)]
+    known: dict[str, Result] = {k: _CACHE[k] for k in keys if k in _CACHE}
+    todo: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k not in known and k not in todo:
+            todo[k] = i
+    if todo:
+        pool = get_pool(grade_math, num_workers, timeout_s)
+        items = [(graded_region(completions[i], after_think), str(answers[i]), after_think) for i in todo.values()]
+        for k, res in zip(todo, pool.map(items)):
+            known[k] = res
+            if res[1] != "timeout":  # a timeout can be load rather than the input: do not pin it
+                _CACHE.put(k, res)
+    return [known[k] for k in keys]
+
+
+REWARDS = {"math_verify": math_verify_reward}

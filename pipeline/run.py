@@ -1,0 +1,495 @@
+"""The orchestrator: curate once, then for every step prefixes -> generate -> reward -> update, each
+stage read from its folder when a complete output with the expected fingerprint is there.
+
+Run directory (a contract other tools rely on):
+    config.yaml                      the fully resolved config
+    curate/                          Arrow dataset + meta.json + _COMPLETE
+    steps/<NNNNNN>/{prefixes,generate,reward,update}/
+    checkpoints/step-<NNNNNN>/       transformers checkpoint + tokenizer
+    checkpoints/training-state-<NNNNNN>/  optimizer, scheduler, RNG, step
+    metrics.jsonl                    one JSON object per step
+    eval/{base,step-<NNNNNN>}/<suite>/
+
+Fingerprints chain: a stage's fingerprint hashes its config section, its stage version, the run seed
+and step, and the fingerprints of its inputs — including the policy it ran with (the update of the
+previous step, or the base model) — so changing anything upstream invalidates exactly what follows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from datasets import Dataset
+
+from pipeline import cache
+from pipeline import schema as S
+from pipeline.config import Config, dump_yaml, to_dict
+from pipeline.errors import UserError
+from pipeline.policy import (TrainState, checkpoint_dir, load_model, load_tokenizer, load_training_state,
+                             make_optimizer, model_fingerprint, prune_checkpoints, resolve_model_path,
+                             save_checkpoint, training_state_dir)
+from pipeline.prompts import stop_token_ids
+from stages import curate, generate, prefixes, reward, update
+
+log = logging.getLogger(__name__)
+
+STAGES = ("curate", "prefixes", "generate", "reward", "update")
+STAGE_MODULES = {"curate": curate, "prefixes": prefixes, "generate": generate, "reward": reward, "update": update}
+
+
+def make_accelerator(cfg: Config) -> Any:
+    """An Accelerator, refusing a launch whose processes would silently train separately."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise UserError(f"the launcher started {launched} processes but accelerate runs "
+                        f"{accelerator.num_processes} (distributed type {accelerator.distributed_type}); each "
+                        "would train on its own. On CPU use an accelerate config with `use_cpu: true` and "
+                        "`distributed_type: MULTI_CPU` (accelerate_configs/cpu.yaml with --num_processes 2); on "
+                        "GPUs check that every process sees a device.")
+    return accelerator
+
+
+class Run:
+    """State of one run directory: config, fingerprints, the policy in memory, the rollout backend."""
+
+    def __init__(self, cfg: Config, output_dir: str | Path, accelerator: Any):
+        self.cfg = cfg
+        self.out = Path(output_dir)
+        self.acc = accelerator
+        self.base_path = resolve_model_path(cfg.model)
+        self.base_fp = model_fingerprint(self.base_path, cfg.model)
+        self.tokenizer = load_tokenizer(self.base_path, cfg.model)
+        self._fps: dict[tuple[str, int], str] = {}
+        self._metric_rows: dict[int, str] = {}
+        self.state: TrainState | None = None
+        self._backend = None
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+
+    # ---------------------------------------------------------------- fingerprints and paths
+
+    def fp(self, stage: str, step: int = 0) -> str:
+        key = (stage, step)
+        if key not in self._fps:
+            for s in range(1, step):  # build the policy chain in order: no deep recursion for long runs
+                if ("update", s) not in self._fps:
+                    self._fps[("update", s)] = self._compute_fp("update", s)
+            self._fps[key] = self._compute_fp(stage, step)
+        return self._fps[key]
+
+    def policy_fp(self, step: int) -> str:
+        """Weights (and optimizer state) after `step`; step 0 is the base model."""
+        return self.base_fp if step == 0 else self.fp("update", step)
+
+    def _compute_fp(self, stage: str, step: int) -> str:
+        c, version = self.cfg, STAGE_MODULES[stage].STAGE_VERSION
+        seed = c.train.seed
+        if stage == "curate":
+            return cache.fingerprint(stage, version, asdict(c.data), self.base_fp)
+        if stage == "prefixes":
+            return cache.fingerprint(stage, version, asdict(c.prefixes), c.schedule_horizon,
+                                     c.generate.max_response_tokens, seed, step, self.fp("curate"))
+        if stage == "generate":
+            return cache.fingerprint(stage, version, asdict(c.generate), seed, step, self.fp("prefixes", step),
+                                     self.policy_fp(step - 1))
+        if stage == "reward":
+            return cache.fingerprint(stage, version, asdict(c.reward), self.fp("generate", step))
+        if stage == "update":
+            return cache.fingerprint(stage, version, asdict(c.update), asdict(c.objective), c.generate.temperature,
+                                     c.generate.max_response_tokens, seed, step, self.fp("reward", step),
+                                     self.policy_fp(step - 1))
+        raise ValueError(stage)
+
+    def stage_dir(self, stage: str, step: int = 0) -> Path:
+        return self.out / "curate" if stage == "curate" else self.out / "steps" / f"{step:06d}" / stage
+
+    def complete(self, stage: str, step: int = 0) -> bool:
+        return cache.folder_status(self.stage_dir(stage, step), self.fp(stage, step)) == "complete"
+
+    # ---------------------------------------------------------------- the output directory
+
+    def prepare_output_dir(self) -> None:
+        """Write config.yaml, or check that the one there is this config (main process)."""
+        path = self.out / "config.yaml"
+        if self.acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            mine = dump_yaml(self.cfg)
+            if path.is_file():
+                import yaml
+
+                theirs = yaml.safe_load(path.read_text())
+                if theirs != to_dict(self.cfg):
+                    diff = _diff(theirs, to_dict(self.cfg))
+                    raise UserError(f"{self.out} holds a run with another config ({diff}); pass a new "
+                                    f"--output-dir, or the same recipe and overrides to resume it")
+            else:
+                tmp = path.with_suffix(".yaml.tmp")
+                tmp.write_text(mine)
+                tmp.replace(path)
+        self.acc.wait_for_everyone()
+
+    # ---------------------------------------------------------------- cached stage execution
+
+    def cached(self, stage: str, step: int, compute: Callable[[], tuple[Dataset | None, dict]], *,
+               force: bool = False, collective: bool = False,
+               also_require: Callable[[], bool] | None = None) -> cache.StageRecord:
+        """Reuse a complete stage folder, or compute and write it. `compute` runs on the main process
+        (on every process when `collective`; only the main process's result is written)."""
+        from accelerate.utils import broadcast_object_list
+
+        path, fp = self.stage_dir(stage, step), self.fp(stage, step)
+        reuse = [not force and cache.is_complete(path, fp, f"{stage} stage of step {step}")
+                 and (also_require is None or also_require()) if self.acc.is_main_process else None]
+        if self.acc.num_processes > 1:
+            broadcast_object_list(reuse)
+        if reuse[0]:
+            return cache.read_stage(path)
+        t0 = time.perf_counter()
+        ds, stats = compute() if (collective or self.acc.is_main_process) else (None, {})
+        if self.acc.is_main_process:
+            stats = {"rows": len(ds), "seconds": round(time.perf_counter() - t0, 3),
+                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **stats}
+            meta = {"stage": stage, "step": step, "stage_version": STAGE_MODULES[stage].STAGE_VERSION,
+                    "inputs": self._input_fps(stage, step), "stats": stats}
+            cache.write_stage(path, fp, ds, meta)
+        self.acc.wait_for_everyone()
+        return cache.read_stage(path)
+
+    def _input_fps(self, stage: str, step: int) -> dict[str, str]:
+        if stage == "curate":
+            return {"model": self.base_fp}
+        prev = {"prefixes": ("curate", 0), "generate": ("prefixes", step), "reward": ("generate", step),
+                "update": ("reward", step)}[stage]
+        out = {prev[0]: self.fp(*prev)}
+        if stage in ("generate", "update"):
+            out["policy"] = self.policy_fp(step - 1)
+        return out
+
+    def require_input(self, stage: str, step: int) -> cache.StageRecord:
+        path = self.stage_dir(stage, step)
+        if not cache.is_complete(path, self.fp(stage, step), f"{stage} stage of step {step}"):
+            raise UserError(f"step {step}: the {stage} stage has no complete output at {path} for this config; "
+                            f"run it first (python -m pipeline.stage {stage} --output-dir {self.out} --step {step})")
+        return cache.read_stage(path)
+
+    # ---------------------------------------------------------------- the policy
+
+    def load_policy(self, step: int, with_optimizer: bool = True) -> TrainState:
+        """The policy after `step` (0: base model), from memory when it is there, else from disk. The
+        optimizer state is restored whenever the training state is on disk (required with
+        `with_optimizer`)."""
+        if self.state is not None and self.state.step == step and (self.state.restored or not with_optimizer):
+            return self.state
+        if step == 0:
+            path = self.base_path
+        else:
+            path = str(checkpoint_dir(self.out, step))
+            if cache.folder_status(path, self.policy_fp(step)) != "complete":
+                raise UserError(f"the checkpoint of step {step} ({path}) is missing or was pruned; raise "
+                                "train.keep_last / train.save_every, or re-run the training command")
+        model = load_model(path, self.cfg.model)
+        if self.cfg.update.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        opt, sched = make_optimizer(model, self.cfg.update)
+        model, opt, sched = self.acc.prepare(model, opt, sched)
+        state = TrainState(model, opt, sched, step, self.policy_fp(step), restored=step == 0)
+        tdir = training_state_dir(self.out, step)
+        if step > 0 and cache.folder_status(tdir, self.policy_fp(step)) == "complete":
+            load_training_state(state, self.out, step)
+            state.restored = True
+        elif step > 0 and with_optimizer:
+            raise UserError(f"the training state of step {step} ({tdir}) is missing or was pruned; raise "
+                            "train.keep_last to re-run stages that far back")
+        self.state = state
+        self._backend = None
+        return state
+
+    def backend(self) -> Any:
+        from pipeline.backends import load_backend_class
+
+        if self._backend is None:
+            cls = load_backend_class(self.cfg.generate.backend)
+            self._backend = cls(self.acc.unwrap_model(self.state.model), pad_token_id=self.tokenizer.pad_token_id,
+                                batch_size=self.cfg.generate.batch_size, precision=self.cfg.generate.precision)
+        return self._backend
+
+    def stop_ids(self) -> list[int]:
+        model = self.acc.unwrap_model(self.state.model) if self.state else None
+        return stop_token_ids(self.tokenizer, model.config if model is not None else None)
+
+    # ---------------------------------------------------------------- the five stages
+
+    def run_curate(self, force: bool = False) -> cache.StageRecord:
+        def compute():
+            report: dict[str, Any] = {}
+            ds = curate.run(curate.load_source(self.cfg.data), self.cfg.data, tokenizer=self.tokenizer, report=report)
+            if len(ds) == 0:
+                raise UserError(f"curate kept no rows ({report}); check data.* limits and the source")
+            return ds, report
+
+        return self.cached("curate", 0, compute, force=force)
+
+    def run_prefixes(self, step: int, force: bool = False) -> cache.StageRecord:
+        def compute():
+            ds = prefixes.run(self.require_input("curate", 0).load(), self.cfg.prefixes, step=step,
+                              horizon=self.cfg.schedule_horizon, seed=self.cfg.train.seed,
+                              max_response_tokens=self.cfg.generate.max_response_tokens)
+            low = prefixes.low_bound(step, self.cfg.prefixes, self.cfg.schedule_horizon)
+            return ds, {"low_bound": low}
+
+        return self.cached("prefixes", step, compute, force=force)
+
+    def run_generate(self, step: int, force: bool = False) -> cache.StageRecord:
+        def compute():
+            src = self.require_input("prefixes", step).load()
+            self.load_policy(step - 1, with_optimizer=False)
+            backend = self.backend()
+            backend.sync_weights(self.acc.unwrap_model(self.state.model))
+            rows = list(range(self.acc.process_index, len(src), self.acc.num_processes))
+            t0 = time.perf_counter()
+            part = generate.run(src.select(rows), self.cfg.generate, backend=backend, stop_token_ids=self.stop_ids(),
+                                seed=self.cfg.train.seed, step=step)
+            seconds = time.perf_counter() - t0
+            ds = _merge_shards(self.acc, src, rows, part)
+            tokens = sum(len(c) for c in S.column_lists(ds, S.COMPLETION_IDS)[S.COMPLETION_IDS]) if ds is not None else 0
+            return ds, {"completion_tokens": tokens, "engine": backend.version(),
+                        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+
+        return self.cached("generate", step, compute, force=force, collective=True)
+
+    def run_reward(self, step: int, force: bool = False) -> cache.StageRecord:
+        def compute():
+            ds = reward.run(self.require_input("generate", step).load(), self.cfg.reward, tokenizer=self.tokenizer)
+            statuses = S.column_lists(ds, S.REWARD_STATUS)[S.REWARD_STATUS]
+            return ds, {f"status_{s}": statuses.count(s) for s in sorted(set(statuses))}
+
+        return self.cached("reward", step, compute, force=force)
+
+    def run_update(self, step: int, force: bool = False, require_checkpoint: bool = False) -> cache.StageRecord:
+        state_holder: dict[str, Any] = {}
+
+        def compute():
+            src = self.require_input("reward", step).load()
+            state = self.load_policy(step - 1, with_optimizer=True)
+            t0 = time.perf_counter()
+            ds, stats = update.run(src, self.cfg.update, self.cfg.objective, policy=state, accelerator=self.acc,
+                                   pad_id=self.tokenizer.pad_token_id, temperature=self.cfg.generate.temperature,
+                                   max_response_tokens=self.cfg.generate.max_response_tokens,
+                                   seed=self.cfg.train.seed, step=step)
+            seconds = time.perf_counter() - t0
+            ids = S.column_lists(src, S.PROMPT_IDS, S.PREFIX_IDS, S.COMPLETION_IDS)
+            tokens = sum(len(p) + len(f) + len(c) for p, f, c in zip(*ids.values()))
+            stats.update(_step_summary(src), tokens=tokens, tokens_per_s=round(tokens / seconds, 1))
+            state.step, state.policy_fp = step, self.policy_fp(step)
+            save_checkpoint(self.acc, state, self.tokenizer, self.out,
+                            {"seed": self.cfg.train.seed, "sampler_position": step * self.cfg.prefixes.prompts_per_step})
+            state_holder["state"] = state
+            return ds, stats
+
+        def checkpoint_complete() -> bool:
+            return all(cache.folder_status(d, self.policy_fp(step)) == "complete"
+                       for d in (checkpoint_dir(self.out, step), training_state_dir(self.out, step)))
+
+        rec = self.cached("update", step, compute, force=force, collective=True,
+                          also_require=checkpoint_complete if require_checkpoint else None)
+        if self.acc.is_main_process and "state" in state_holder:
+            c = self.cfg.train
+            prune_checkpoints(self.out, step, c.keep_last, c.save_every, c.total_steps)
+        return rec
+
+    # ---------------------------------------------------------------- whole runs
+
+    def resume_step(self) -> int:
+        """Last step whose update stage and training state are complete for this config (0 if none)."""
+        for step in range(self.cfg.train.total_steps, 0, -1):
+            if self.complete("update", step) and cache.folder_status(
+                    training_state_dir(self.out, step), self.policy_fp(step)) == "complete":
+                return step
+        return 0
+
+    def write_metrics(self, last_step: int) -> None:
+        """metrics.jsonl rebuilt from the update stages' metadata (atomic)."""
+        if not self.acc.is_main_process:
+            return
+        for step in range(1, last_step + 1):
+            if step not in self._metric_rows:
+                meta = cache.read_stage(self.stage_dir("update", step)).meta
+                row = {"step": step, **meta["stats"]}
+                for stage in ("prefixes", "generate", "reward"):
+                    row[f"seconds_stage_{stage}"] = cache.read_stage(self.stage_dir(stage, step)).meta["stats"].get("seconds")
+                self._metric_rows[step] = json.dumps(row, sort_keys=True)
+        lines = [self._metric_rows[s] for s in range(1, last_step + 1)]
+        tmp = self.out / "metrics.jsonl.tmp"
+        tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
+        tmp.replace(self.out / "metrics.jsonl")
+
+
+def _merge_shards(acc: Any, src: Dataset, rows: list[int], part: Dataset) -> Dataset | None:
+    """Gather every rank's rows to the main process, in the source order."""
+    if acc.num_processes == 1:
+        return part
+    from accelerate.utils import gather_object
+
+    pieces = gather_object([(rows, part.to_dict())])
+    if not acc.is_main_process:
+        return None
+    by_row = {}
+    for idx, cols in pieces:
+        for k, r in enumerate(idx):
+            by_row[r] = {c: v[k] for c, v in cols.items()}
+    merged = {c: [by_row[r][c] for r in range(len(src))] for c in pieces[0][1]}
+    return S.make_dataset(merged)
+
+
+def _step_summary(ds: Dataset) -> dict[str, float]:
+    """Reward and prefix statistics of a step's trajectories."""
+    import numpy as np
+
+    c = S.column_lists(ds, S.REWARD, S.IS_HYBRID, S.PREFIX_RATIO, S.PREFIX_IDS, S.COMPLETION_IDS)
+    r = np.array(c[S.REWARD], dtype=float)
+    hyb = np.array(c[S.IS_HYBRID], dtype=bool)
+    ratios = np.array(c[S.PREFIX_RATIO], dtype=float)[hyb]
+    lengths = np.array([len(f) + len(x) for f, x in zip(c[S.PREFIX_IDS], c[S.COMPLETION_IDS])], dtype=float)
+    out = {"reward_mean": float(r.mean()), "reward_on_policy": float(r[~hyb].mean()) if (~hyb).any() else float("nan"),
+           "response_length": float(lengths.mean()),
+           "completion_length": float(np.mean([len(x) for x in c[S.COMPLETION_IDS]]))}
+    if hyb.any():
+        out.update(reward_hybrid=float(r[hyb].mean()), prefix_ratio_mean=float(ratios.mean()),
+                   prefix_ratio_min=float(ratios.min()), prefix_ratio_max=float(ratios.max()))
+    return out
+
+
+def _diff(old: dict, new: dict) -> str:
+    changed = []
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section) or {}, new.get(section) or {}
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                changed.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return "; ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+
+
+def evaluate_step(run: Run, step: int) -> dict[str, dict[str, Any]]:
+    """Evaluate the policy after `step` (0: base) on `eval.suites` into eval/<base|step-N>/ (main process;
+    cached by policy and eval config)."""
+    from evaluation.run import evaluate
+    from evaluation.suites import resolve_suites
+    from pipeline.backends.hf import TransformersBackend
+
+    out = run.out / "eval" / ("base" if step == 0 else f"step-{step:06d}")
+    summaries: dict[str, dict[str, Any]] = {}
+    if run.acc.is_main_process:
+        suites = resolve_suites(run.cfg.eval.suites)
+        if run.state is not None and run.state.step == step:
+            model = run.acc.unwrap_model(run.state.model)
+        else:
+            model = load_model(run.base_path if step == 0 else str(checkpoint_dir(run.out, step)), run.cfg.model)
+        backend = TransformersBackend(model, pad_token_id=run.tokenizer.pad_token_id,
+                                      batch_size=run.cfg.eval.batch_size, precision=run.cfg.eval.precision)
+        out.mkdir(parents=True, exist_ok=True)
+        summaries = evaluate(backend, run.tokenizer, suites, run.cfg.eval, out,
+                             stop_ids=stop_token_ids(run.tokenizer, model.config), policy_fp=run.policy_fp(step),
+                             data_dir=run.cfg.eval.data_dir, label="base" if step == 0 else f"step {step}")
+    run.acc.wait_for_everyone()
+    return summaries
+
+
+def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[str, Any]:
+    """Run (or resume) a whole training run; returns the summary printed at the end."""
+    t_start = time.time()
+    acc = accelerator or make_accelerator(cfg)
+    run = Run(cfg, output_dir, acc)
+    run.prepare_output_dir()
+    run.run_curate()
+    start = run.resume_step()
+    if start:
+        log.info("resuming %s after step %d", run.out, start)
+    run.load_policy(start, with_optimizer=True)
+    base_eval = evaluate_step(run, 0) if cfg.eval.at_start and cfg.eval.suites else {}
+    for step in range(start + 1, cfg.train.total_steps + 1):
+        t = time.time()
+        run.run_prefixes(step)
+        run.run_generate(step)
+        run.run_reward(step)
+        stats = run.run_update(step, require_checkpoint=True).meta["stats"]
+        run.write_metrics(step)
+        if acc.is_main_process:
+            log.info("step %d/%d  reward %.3f (hybrid %s)  prefix %s  loss %.4f  grad %.3f  clip %.3f  %.1fs",
+                     step, cfg.train.total_steps, stats["reward_mean"], _fmt(stats.get("reward_hybrid")),
+                     _fmt(stats.get("prefix_ratio_mean")), stats["loss"], stats["grad_norm"], stats["clip_frac"],
+                     time.time() - t)
+    run.write_metrics(cfg.train.total_steps)
+    final_eval = evaluate_step(run, cfg.train.total_steps) if cfg.eval.at_end and cfg.eval.suites else {}
+    summary = _summary(run, base_eval, final_eval, time.time() - t_start)
+    if acc.is_main_process:
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        print(format_summary(summary), flush=True)
+    return summary
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _summary(run: Run, base: dict, final: dict, seconds: float) -> dict[str, Any]:
+    rows = []
+    if (run.out / "metrics.jsonl").is_file():
+        rows = [json.loads(line) for line in (run.out / "metrics.jsonl").read_text().splitlines()]
+    q = max(1, len(rows) // 4)
+
+    def quarters(key: str) -> tuple[float | None, float | None]:
+        vals = [r[key] for r in rows if r.get(key) is not None and r[key] == r[key]]
+        return (sum(vals[:q]) / len(vals[:q]), sum(vals[-q:]) / len(vals[-q:])) if vals else (None, None)
+
+    T = run.cfg.train.total_steps
+    first, last = quarters("reward_mean")
+    on_first, on_last = quarters("reward_on_policy")
+    return {
+        "output_dir": str(run.out), "steps": T, "wall_seconds": round(seconds, 1),
+        "eval": {name: {"base": base.get(name), "final": final.get(name)} for name in set(base) | set(final)},
+        "reward_first_quarter": first, "reward_last_quarter": last,
+        "reward_on_policy_first_quarter": on_first, "reward_on_policy_last_quarter": on_last,
+        "rewards": [r["reward_mean"] for r in rows],
+        "final_checkpoint": str(checkpoint_dir(run.out, T)), "metrics": str(run.out / "metrics.jsonl"),
+        "eval_dir": str(run.out / "eval"),
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The short table printed at the end of a run."""
+    lines = [f"\nprefix-rft: {s['steps']} steps; this command ran {s['wall_seconds']:.0f}s", "",
+             f"{'suite':<12}{'base':>10}{'final':>10}{'change':>10}"]
+    for name, ev in sorted(s["eval"].items()):
+        b, f = ev.get("base"), ev.get("final")
+        acc = [x["accuracy"] * 100 if x else None for x in (b, f)]
+        delta = f"{acc[1] - acc[0]:+.1f}" if None not in acc else ""
+        lines.append(f"{name:<12}" + "".join(f"{a:>9.1f}%" if a is not None else f"{'-':>10}" for a in acc)
+                     + f"{delta:>10}")
+        levels = sorted(set((b or {}).get("accuracy_by_level", {})) | set((f or {}).get("accuracy_by_level", {})),
+                        key=int)
+        for lv in levels:
+            vals = [(x or {}).get("accuracy_by_level", {}).get(lv) for x in (b, f)]
+            lines.append(f"{'  level ' + lv:<12}" + "".join(f"{v * 100:>9.1f}%" if v is not None else f"{'-':>10}"
+                                                             for v in vals))
+    if s["rewards"]:
+        curve = s["rewards"]
+        marks = " ".join(f"{curve[i]:.2f}" for i in sorted({round(j * (len(curve) - 1) / 7) for j in range(8)}))
+        lines += ["", f"train reward, all samples:     first quarter {s['reward_first_quarter']:.3f} -> last quarter "
+                      f"{s['reward_last_quarter']:.3f}   (curve: {marks})"]
+        if s.get("reward_on_policy_first_quarter") is not None:
+            lines.append(f"train reward, on-policy only:  first quarter {s['reward_on_policy_first_quarter']:.3f} -> "
+                         f"last quarter {s['reward_on_policy_last_quarter']:.3f}")
+    lines += ["", f"final checkpoint  {s['final_checkpoint']}", f"step metrics      {s['metrics']}",
+              f"evaluations       {s['eval_dir']}", f"summary           {s['output_dir']}/summary.json"]
+    return "\n".join(lines)

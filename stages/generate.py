@@ -1,0 +1,43 @@
+"""generate: continue every slot's prompt + prefix with the current policy.
+
+Input: the prefixes dataset. Output adds completion_ids (continuation only, the stop token included
+when one was produced), completion_logprobs (engine log-prob of each token) and finish_reason. The
+continuation budget is L_max - L, so prefix + continuation never exceeds L_max (SPEC §3 "Ours").
+Each row samples from its own seed, derived from (run seed, step, row).
+
+    python -m pipeline.stage generate --output-dir runs/qs --step 3 --force
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+
+from pipeline import schema as S
+from pipeline.backends import GenerationRequest, RolloutBackend, SamplingParams
+from pipeline.config import GenerateConfig
+from pipeline.seeding import derive_seed
+
+STAGE_VERSION = 1  # 1: token-space prompt + prefix, per-row seeds
+REQUIRES = (S.PROMPT_IDS, S.PREFIX_IDS)
+PRODUCES = (S.COMPLETION_IDS, S.COMPLETION_LOGPROBS, S.FINISH_REASON)
+
+
+def build_requests(ds: Dataset, cfg: GenerateConfig, *, seed: int, step: int) -> list[GenerationRequest]:
+    cols = S.column_lists(ds, S.PROMPT_IDS, S.PREFIX_IDS)
+    prompts, prefixes = cols[S.PROMPT_IDS], cols[S.PREFIX_IDS]
+    return [GenerationRequest(prompt_ids=p, prefix_ids=f, max_new_tokens=cfg.max_response_tokens - len(f),
+                              seed=derive_seed(seed, step, "generate", i))
+            for i, (p, f) in enumerate(zip(prompts, prefixes))]
+
+
+def run(ds: Dataset, cfg: GenerateConfig, *, backend: RolloutBackend, stop_token_ids: list[int],
+        seed: int, step: int) -> Dataset:
+    S.require_columns(ds, REQUIRES, "generate")
+    requests = build_requests(ds, cfg, seed=seed, step=step)
+    sampling = SamplingParams(cfg.temperature, cfg.top_p, cfg.top_k, stop_token_ids)
+    completions = backend.generate(requests, sampling)
+    cols = ds.to_dict()
+    cols[S.COMPLETION_IDS] = [c.token_ids for c in completions]
+    cols[S.COMPLETION_LOGPROBS] = [c.logprobs for c in completions]
+    cols[S.FINISH_REASON] = [c.finish_reason for c in completions]
+    return S.make_dataset(cols)

@@ -1,0 +1,106 @@
+"""prefixes: pick the step's prompts and lay out N slots per prompt, k of them hybrid (SPEC §3).
+
+For step t (1-based) a seeded sampler that walks epochs picks B prompts. Each prompt gets N slots;
+the last k are hybrid: they draw l ~ U(low_t, high), and their prefix is the first
+L = min(max(floor(l * |y*|), min_prefix_tokens), |y*| - 1, L_max - 1) tokens of the demonstration.
+
+Input: the curate dataset. Output, one row per slot: id, source, level, answer, prompt_ids, step,
+group_id, slot, is_hybrid, prefix_ids, prefix_len, prefix_ratio (realised L/|y*|), prefix_ratio_drawn.
+
+    python -m pipeline.stage prefixes --output-dir runs/qs --step 3 --force
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from datasets import Dataset
+
+from pipeline import schema as S
+from pipeline.config import PrefixConfig
+
+STAGE_VERSION = 1  # 1: epoch-walking sampler, last-k hybrid slots
+REQUIRES = (S.ID, S.SOURCE, S.LEVEL, S.ANSWER, S.PROMPT_IDS, S.DEMO_IDS)
+PRODUCES = (S.ID, S.SOURCE, S.LEVEL, S.ANSWER, S.PROMPT_IDS, S.STEP, S.GROUP_ID, S.SLOT, S.IS_HYBRID,
+            S.PREFIX_IDS, S.PREFIX_LEN, S.PREFIX_RATIO, S.PREFIX_RATIO_DRAWN)
+
+
+def low_bound(step: int, cfg: PrefixConfig, horizon: int) -> float:
+    """Lower bound low_t of the prefix ratio at `step` (SPEC §3).
+
+    cosine: low_end + 1/2 (low_start - low_end)(1 + cos(pi t'/T')); linear: low_start + (low_end -
+    low_start) t'/T'; fixed: low_start; uniform: low_end (Q9: l ~ U(low_end, high) every step).
+    t' = clamp(step - warmup, 0, T') with T' = horizon - warmup."""
+    if cfg.schedule == "uniform":
+        return cfg.low_end
+    if cfg.schedule == "fixed":
+        return cfg.low_start
+    span = max(1, horizon - cfg.warmup_steps)
+    frac = min(max(step - cfg.warmup_steps, 0), span) / span
+    if cfg.schedule == "cosine":
+        return cfg.low_end + 0.5 * (cfg.low_start - cfg.low_end) * (1.0 + math.cos(math.pi * frac))
+    if cfg.schedule == "linear":
+        return cfg.low_start + (cfg.low_end - cfg.low_start) * frac
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+def prefix_length(ratio: float, demo_len: int, min_prefix_tokens: int, max_response_tokens: int) -> int:
+    """L = floor(l |y*|), raised to min_prefix_tokens, capped at |y*| - 1 (at least one generated
+    token, SPEC §3) and at L_max - 1 (room for a continuation)."""
+    length = math.floor(ratio * demo_len)
+    length = max(length, min_prefix_tokens)
+    return max(0, min(length, demo_len - 1, max_response_tokens - 1))
+
+
+def sample_prompt_indices(num_rows: int, step: int, per_step: int, seed: int) -> list[int]:
+    """Rows for `step` (1-based): positions (step-1)B .. stepB-1 of an endless stream of epochs, each a
+    permutation seeded by (seed, epoch). The sampler position is therefore a function of the step."""
+    out = []
+    for pos in range((step - 1) * per_step, step * per_step):
+        epoch, offset = divmod(pos, num_rows)
+        perm = _epoch_permutation(num_rows, seed, epoch)
+        out.append(int(perm[offset]))
+    return out
+
+
+_PERM_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def _epoch_permutation(num_rows: int, seed: int, epoch: int) -> np.ndarray:
+    key = (num_rows, seed, epoch)
+    if key not in _PERM_CACHE:
+        if len(_PERM_CACHE) > 8:
+            _PERM_CACHE.clear()
+        _PERM_CACHE[key] = np.random.default_rng([seed, epoch, 0x5EED]).permutation(num_rows)
+    return _PERM_CACHE[key]
+
+
+def run(ds: Dataset, cfg: PrefixConfig, *, step: int, horizon: int, seed: int,
+        max_response_tokens: int) -> Dataset:
+    S.require_columns(ds, REQUIRES, "prefixes")
+    if len(ds) == 0:
+        raise ValueError("prefixes: the curated dataset is empty")
+    picks = sample_prompt_indices(len(ds), step, cfg.prompts_per_step, seed)
+    rows = ds.select(picks).to_dict()
+    low = low_bound(step, cfg, horizon)
+    rng = np.random.default_rng([seed, step, 0x9F1])
+    n, k = cfg.samples_per_prompt, cfg.hybrids_per_prompt
+    out: dict[str, list] = {c: [] for c in PRODUCES}
+    for g in range(len(picks)):
+        demo = rows[S.DEMO_IDS][g]
+        for slot in range(n):
+            hybrid = slot >= n - k
+            drawn = float(low + (cfg.high - low) * rng.random()) if hybrid else 0.0
+            length = prefix_length(drawn, len(demo), cfg.min_prefix_tokens, max_response_tokens) if hybrid else 0
+            for col in (S.ID, S.SOURCE, S.LEVEL, S.ANSWER, S.PROMPT_IDS):
+                out[col].append(rows[col][g])
+            out[S.STEP].append(step)
+            out[S.GROUP_ID].append(g)
+            out[S.SLOT].append(slot)
+            out[S.IS_HYBRID].append(hybrid)
+            out[S.PREFIX_IDS].append(list(demo[:length]))
+            out[S.PREFIX_LEN].append(length)
+            out[S.PREFIX_RATIO].append(length / len(demo) if demo else 0.0)
+            out[S.PREFIX_RATIO_DRAWN].append(drawn)
+    return S.make_dataset(out)

@@ -1,0 +1,40 @@
+"""reward: score every response (prefix + continuation) with the 0/1 math verifier (SPEC §4).
+
+Input: the generate dataset. Output adds response_text, extracted_answer, reward and reward_status
+(ok / no_answer / timeout / error). Grading runs in worker processes with a hard time limit.
+
+    python -m pipeline.stage reward --output-dir runs/qs --step 3 --force
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset
+
+from pipeline import schema as S
+from pipeline.config import RewardConfig
+from pipeline.rewards import math_verify_reward
+
+STAGE_VERSION = 1  # 1: last \boxed{} after </think>, math-verify
+REQUIRES = (S.PREFIX_IDS, S.COMPLETION_IDS, S.ANSWER)
+PRODUCES = (S.RESPONSE_TEXT, S.EXTRACTED_ANSWER, S.REWARD, S.REWARD_STATUS)
+
+
+def run(ds: Dataset, cfg: RewardConfig, *, tokenizer: Any) -> Dataset:
+    S.require_columns(ds, REQUIRES, "reward")
+    src = S.column_lists(ds, S.PREFIX_IDS, S.COMPLETION_IDS, S.ANSWER)
+    responses = [f + c for f, c in zip(src[S.PREFIX_IDS], src[S.COMPLETION_IDS])]
+    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+    results = math_verify_reward(texts, src[S.ANSWER], after_think=cfg.grade_after_think,
+                                 timeout_s=cfg.timeout_s, num_workers=cfg.num_workers)
+    errors = sum(status == "error" for _, status, _ in results)
+    if results and errors > len(results) // 2:
+        raise RuntimeError(f"reward: the verifier failed on {errors} of {len(results)} responses (status "
+                           "error); the scoring workers are broken, refusing to write all-zero rewards")
+    cols = ds.to_dict()
+    cols[S.RESPONSE_TEXT] = texts
+    cols[S.REWARD] = [r for r, _, _ in results]
+    cols[S.REWARD_STATUS] = [s for _, s, _ in results]
+    cols[S.EXTRACTED_ANSWER] = [e for _, _, e in results]
+    return S.make_dataset(cols)

@@ -1,0 +1,95 @@
+"""The verifier reward: answer extraction, math-verify grading, statuses, hard time limits."""
+
+import time
+
+import pytest
+
+from pipeline.rewards import graded_region, last_boxed, math_verify_reward
+from pipeline.scoring import ScoringPool
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("so \\boxed{12}.", "12"),
+    ("\\boxed{1} then \\boxed{2}", "2"),                          # the last box
+    ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),                    # nested braces
+    ("\\boxed {7}", "7"),                                        # space before the brace
+    ("\\fbox{3}", "3"),
+    ("\\boxed{5} and an unclosed \\boxed{6", "5"),               # unclosed box is skipped
+    ("no box here", None),
+    ("\\boxed{" + "1" * 1000 + "}", None),                       # oversized content is not an answer
+    ("\\boxed{\\}}", "\\}"),                                     # escaped brace
+])
+def test_last_boxed(text, expected):
+    assert last_boxed(text) == expected
+
+
+def test_graded_region_after_think():
+    assert graded_region("<think>\\boxed{1}</think> final \\boxed{2}") == " final \\boxed{2}"
+    assert graded_region("<think>\\boxed{1}</think> x", after_think=False).startswith("<think>")
+    assert len(graded_region("x" * 100_000)) == 20_000
+
+
+def test_math_verify_reward_statuses():
+    res = math_verify_reward(
+        ["The answer is \\boxed{17}.", "\\boxed{16}", "no answer", "\\boxed{\\frac{1}{2}}", "\\boxed{0.5}",
+         "<think>\\boxed{3}</think>\\boxed{4}"],
+        ["17", "17", "17", "0.5", "\\frac12", "4"])
+    assert [r[0] for r in res] == [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    assert [r[1] for r in res] == ["ok", "ok", "no_answer", "ok", "ok", "ok"]
+    assert res[0][2] == "17"
+
+
+def test_math_verify_reward_is_cached():
+    texts, refs = [f"\\boxed{{{i}}}" for i in range(30)], [str(i) for i in range(30)]
+    math_verify_reward(texts, refs)
+    t0 = time.perf_counter()
+    again = math_verify_reward(texts, refs)
+    assert time.perf_counter() - t0 < 0.05 and all(r[0] == 1.0 for r in again)
+
+
+def _slow_grader(text: str, reference: str, flag: bool):
+    if text == "hang":
+        time.sleep(60)
+    return (1.0, "ok", text)
+
+
+def test_pool_kills_and_replaces_a_hung_worker():
+    pool = ScoringPool(_slow_grader, num_workers=2, timeout_s=0.5)
+    try:
+        t0 = time.perf_counter()
+        out = pool.map([("a", "", True), ("hang", "", True), ("b", "", True), ("hang", "", True), ("c", "", True)])
+        elapsed = time.perf_counter() - t0
+        assert [o[1] for o in out] == ["ok", "timeout", "ok", "timeout", "ok"]
+        assert out[1][0] == 0.0 and elapsed < 5
+        assert pool.timeouts == 2 and pool.replaced == 2
+        assert pool.map([("d", "", True)]) == [(1.0, "ok", "d")]  # replacement workers serve
+    finally:
+        pool.close()
+
+
+def _crashing_grader(text, reference, flag):
+    if text == "crash":
+        import os
+
+        os._exit(3)
+    raise ValueError("bad") if text == "raise" else None
+
+
+def test_pool_survives_crashes_and_exceptions():
+    pool = ScoringPool(_crashing_grader, num_workers=1, timeout_s=5)
+    try:
+        out = pool.map([("crash", "", True), ("raise", "", True)])
+        assert out[0] == (0.0, "error", "worker died") and out[1][1] == "error"
+    finally:
+        pool.close()
+
+
+def test_scoring_works_from_a_script_without_a_main_guard(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_script.py"
+    script.write_text("from pipeline.rewards import math_verify_reward\n"
+                      "print(math_verify_reward(['\\\\boxed{3}'], ['3'])[0])\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "(1.0, 'ok', '3')" in res.stdout, res.stderr[-2000:]
