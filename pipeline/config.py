@@ -130,8 +130,10 @@ class PrefixConfig:
 
 @dataclass
 class GenerateConfig:
-    backend: Literal["transformers"] = "transformers"
-    """Rollout engine behind the generation protocol."""
+    backend: Literal["transformers", "sglang", "sglang_server"] = "transformers"
+    """Rollout engine behind the generation protocol: `transformers` (the trainer's own module), `sglang`
+    (an in-process `sgl.Engine` colocated with the trainer; needs `pip install -e .[sglang]`) or
+    `sglang_server` (running SGLang servers over HTTP; sglang is not imported)."""
     temperature: float = 1.0
     """Sampling temperature for rollouts (SPEC §7: 1.0)."""
     top_p: float = 1.0
@@ -143,9 +145,35 @@ class GenerateConfig:
     batch_size: int = 256
     """Sequences decoded together by the transformers backend."""
     precision: Literal["fp32", "bf16"] = "fp32"
-    """Compute dtype of the transformers backend (bf16 = autocast; weights stay fp32)."""
+    """Compute dtype of generation: the transformers backend autocasts (weights stay fp32); an SGLang
+    engine runs in float32 / bfloat16 unless `engine_args` sets `dtype`."""
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    """`sglang` backend: extra `sgl.Engine` keyword arguments (SGLang ServerArgs fields, passed through),
+    e.g. `{tp_size: 2, dp_size: 1, mem_fraction_static: 0.4, dtype: bfloat16}`."""
+    weight_sync: Literal["auto", "tensor", "disk", "distributed"] = "auto"
+    """How new weights reach an SGLang engine after each update: `tensor` (bucketed
+    update_weights_from_tensor; `auto` for `sglang`), `disk` (update_weights_from_disk of the step's
+    checkpoint; `auto` for `sglang_server`), `distributed` (`sglang_server`: broadcast over a process group)."""
+    weight_bucket_mb: float = 512.0
+    """Largest bucket of weights pushed to an SGLang engine in one call (MiB)."""
+    server_urls: list[str] = field(default_factory=list)
+    """`sglang_server`: base URLs of the SGLang servers (weights are pushed to each)."""
+    router_url: str = ""
+    """`sglang_server`: an sglang-router URL to send generation through instead of `server_urls`."""
+    weight_group_address: str = "127.0.0.1:0"
+    """`sglang_server` with `weight_sync: distributed`: host:port of the trainer that the servers connect
+    to (port 0 picks a free one)."""
+    max_logprob_mismatch: float = 0.5
+    """Stop the run when the mean |log-prob(engine) - log-prob(trainer)| over a step's continuation tokens
+    exceeds this (nats; 0 disables the stop). The mean and max are logged every step."""
 
     def __post_init__(self) -> None:
+        _check(self.backend != "sglang_server" or bool(self.server_urls), "generate.server_urls",
+               "the sglang_server backend needs at least one server URL")
+        _check(self.weight_sync != "distributed" or self.backend == "sglang_server", "generate.weight_sync",
+               "`distributed` is for the sglang_server backend")
+        _in_range(self.weight_bucket_mb, "generate.weight_bucket_mb", 1e-3)
+        _in_range(self.max_logprob_mismatch, "generate.max_logprob_mismatch", 0.0)
         _in_range(self.temperature, "generate.temperature", 1e-4)
         _check(0.0 < self.top_p <= 1.0, "generate.top_p", f"must be in (0, 1], got {self.top_p}")
         _in_range(self.top_k, "generate.top_k", 0)
@@ -356,6 +384,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {type(value).__name__} {value!r}")
         return [_coerce(v, args[0], f"{name}[]") for v in value]
+    if tp is Any:
+        return value
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{name} must be a mapping, got {type(value).__name__} {value!r}")

@@ -33,6 +33,7 @@ from pipeline import cache
 from pipeline import schema as S
 from pipeline.config import Config, dump_yaml, to_dict
 from pipeline.errors import UserError
+from pipeline.mismatch import check_logprob_mismatch
 from pipeline.policy import (TrainState, checkpoint_dir, load_model, load_tokenizer, load_training_state,
                              make_optimizer, model_fingerprint, prune_checkpoints, resolve_model_path,
                              save_checkpoint, training_state_dir)
@@ -212,17 +213,28 @@ class Run:
             raise UserError(f"the training state of step {step} ({tdir}) is missing or was pruned; raise "
                             "train.keep_last to re-run stages that far back")
         self.state = state
-        self._backend = None
         return state
 
     def backend(self) -> Any:
-        from pipeline.backends import load_backend_class
+        """The rollout backend, built once per run (an SGLang engine boots here); `sync_weights` points it
+        at the current policy before every generation."""
+        from pipeline.backends import make_backend
 
         if self._backend is None:
-            cls = load_backend_class(self.cfg.generate.backend)
-            self._backend = cls(self.acc.unwrap_model(self.state.model), pad_token_id=self.tokenizer.pad_token_id,
-                                batch_size=self.cfg.generate.batch_size, precision=self.cfg.generate.precision)
+            self._backend = make_backend(self.cfg.generate, model=self.acc.unwrap_model(self.state.model),
+                                         pad_token_id=self.tokenizer.pad_token_id, model_path=self.base_path,
+                                         seed=self.cfg.train.seed)
         return self._backend
+
+    def policy_checkpoint(self, step: int) -> str:
+        """Where the weights after `step` are on disk (the base model for step 0)."""
+        return self.base_path if step == 0 else str(checkpoint_dir(self.out, step))
+
+    def close(self) -> None:
+        """Stop the rollout engine (SGLang: its scheduler processes)."""
+        if self._backend is not None:
+            self._backend.shutdown()
+            self._backend = None
 
     def stop_ids(self) -> list[int]:
         model = self.acc.unwrap_model(self.state.model) if self.state else None
@@ -255,7 +267,7 @@ class Run:
             src = self.require_input("prefixes", step).load()
             self.load_policy(step - 1, with_optimizer=False)
             backend = self.backend()
-            backend.sync_weights(self.acc.unwrap_model(self.state.model))
+            backend.sync_weights(self.acc.unwrap_model(self.state.model), checkpoint=self.policy_checkpoint(step - 1))
             rows = list(range(self.acc.process_index, len(src), self.acc.num_processes))
             t0 = time.perf_counter()
             part = generate.run(src.select(rows), self.cfg.generate, backend=backend, stop_token_ids=self.stop_ids(),
@@ -282,12 +294,15 @@ class Run:
         def compute():
             src = self.require_input("reward", step).load()
             state = self.load_policy(step - 1, with_optimizer=True)
+            if self._backend is not None:
+                self._backend.release()  # a colocated engine frees its KV cache and weights for the update
             t0 = time.perf_counter()
             ds, stats = update.run(src, self.cfg.update, self.cfg.objective, policy=state, accelerator=self.acc,
                                    pad_id=self.tokenizer.pad_token_id, temperature=self.cfg.generate.temperature,
                                    max_response_tokens=self.cfg.generate.max_response_tokens,
                                    seed=self.cfg.train.seed, step=step)
             seconds = time.perf_counter() - t0
+            check_logprob_mismatch(stats, self.cfg.generate, step)
             ids = S.column_lists(src, S.PROMPT_IDS, S.PREFIX_IDS, S.COMPLETION_IDS)
             tokens = sum(len(p) + len(f) + len(c) for p, f, c in zip(*ids.values()))
             stats.update(_step_summary(src), tokens=tokens, tokens_per_s=round(tokens / seconds, 1))
@@ -430,6 +445,7 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
                      _fmt(stats.get("prefix_ratio_mean")), stats["loss"], stats["grad_norm"], stats["clip_frac"],
                      time.time() - t)
     run.write_metrics(cfg.train.total_steps)
+    run.close()  # stop the rollout engine before the final evaluation (SGLang also stops at exit on errors)
     final_eval = evaluate_step(run, cfg.train.total_steps) if cfg.eval.at_end and cfg.eval.suites else {}
     summary = _summary(run, base_eval, final_eval, time.time() - t_start)
     if acc.is_main_process:

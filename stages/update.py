@@ -27,6 +27,7 @@ from datasets import Dataset, Value
 from pipeline import schema as S
 from pipeline.config import ObjectiveConfig, UpdateConfig
 from pipeline.logprobs import sequence_logprobs
+from pipeline.mismatch import continuation_deltas, summarise
 from pipeline.objectives import aggregate, entropy_gate, group_advantages, ppo_clip_loss
 from pipeline.seeding import derive_seed
 
@@ -262,6 +263,7 @@ def run(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, *, policy: A
 
     t = time.perf_counter()
     old_logprobs(policy.model, plan, cfg, temperature)
+    mismatch = engine_mismatch(ds, plan, accelerator)
     if objective.gate_scope == "step" and objective.gate not in ("all", "none"):
         step_scope_gate(plan, objective, accelerator,
                         torch.Generator().manual_seed(derive_seed(seed, step, "gate-step")))
@@ -271,7 +273,17 @@ def run(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, *, policy: A
     totals = optimise(policy, plan, objective, cfg, accelerator=accelerator, temperature=temperature,
                       max_response_tokens=max_response_tokens, seed=seed, step=step)
     timings["loss_and_step"] = time.perf_counter() - t
-    return _metrics(ds, plan, adv_prefix, adv_cont, totals, timings, accelerator)
+    out, stats = _metrics(ds, plan, adv_prefix, adv_cont, totals, timings, accelerator)
+    return out, {**stats, **mismatch}
+
+
+def engine_mismatch(ds: Dataset, plan: Plan, accelerator: Any) -> dict[str, float]:
+    """|engine - trainer| log-prob of the continuation tokens under the pre-update policy (pipeline.mismatch)."""
+    if S.COMPLETION_LOGPROBS not in ds.column_names:
+        return {}
+    engine = S.column_lists(ds, S.COMPLETION_LOGPROBS)[S.COMPLETION_LOGPROBS]
+    return summarise((continuation_deltas(mb.old_logp, mb.score_mask & ~mb.prefix_mask, mb.rows, engine)
+                      for micro in plan.minis for mb in micro), accelerator)
 
 
 def _row_stats(plan: Plan) -> dict[int, tuple[int, float]]:

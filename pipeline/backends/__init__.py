@@ -3,6 +3,12 @@
 The generate stage and evaluation depend only on `RolloutBackend`. Implementations live next to this
 file and are picked from `BACKENDS` by name; heavy engines (SGLang) are imported only when chosen.
 
+Lifecycle around a training step (the orchestrator, `pipeline.run`): `release()` before the update
+(a colocated engine frees its KV cache and weights), then before the next generation
+`sync_weights(model, checkpoint)` (re-acquires what was released, pushes the new weights, flushes the
+prefix cache), and `shutdown()` at the end of the run. Engines that share the trainer's module
+(transformers) make all of these no-ops.
+
 A request is a rendered prompt plus an optional forced prefix (a cut of the demonstration, SPEC §3
 "Ours": concatenated in token space). The engine continues after the prefix for at most
 `max_new_tokens` tokens; the returned ids and log-probs cover the continuation only.
@@ -47,8 +53,10 @@ class RolloutBackend(Protocol):
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
         """Continue every request; results in request order."""
 
-    def sync_weights(self, model: Any) -> None:
-        """Make the engine serve `model`'s current weights."""
+    def sync_weights(self, model: Any, checkpoint: str | None = None) -> None:
+        """Make the engine serve `model`'s current weights. `checkpoint`, when given, is a transformers
+        checkpoint directory (or hub id) holding the same weights, for engines that load from disk.
+        Called on every process (gathering sharded weights is collective)."""
 
     def release(self) -> None:
         """Free engine memory before the optimiser runs (no-op where nothing is held)."""
@@ -56,12 +64,17 @@ class RolloutBackend(Protocol):
     def resume(self) -> None:
         """Re-acquire what `release` freed."""
 
+    def flush_cache(self) -> None:
+        """Drop cached prefixes (KV of earlier requests): they were computed with older weights."""
+
     def shutdown(self) -> None:
         """Stop the engine."""
 
 
 BACKENDS = {
     "transformers": "pipeline.backends.hf:TransformersBackend",
+    "sglang": "pipeline.backends.sglang:SGLangBackend",
+    "sglang_server": "pipeline.backends.sglang_server:SGLangServerBackend",
 }
 
 
@@ -70,3 +83,13 @@ def load_backend_class(name: str) -> type:
         raise ValueError(f"unknown generation backend {name!r}; choose one of {sorted(BACKENDS)}")
     module, attr = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def make_backend(cfg: Any, *, model: Any, pad_token_id: int, model_path: str, seed: int) -> RolloutBackend:
+    """The backend `cfg.backend` (a `GenerateConfig`) names, serving `model`. Engines that run outside the
+    trainer's module are built from `model_path` (the starting checkpoint) and get their weights by
+    `sync_weights`; `seed` is the run seed."""
+    cls = load_backend_class(cfg.backend)
+    if cfg.backend == "transformers":
+        return cls(model, pad_token_id=pad_token_id, batch_size=cfg.batch_size, precision=cfg.precision)
+    return cls.from_config(cfg, model_path=model_path, seed=seed)

@@ -76,7 +76,7 @@ class TransformersBackend:
 
         return f"transformers-{transformers.__version__}"
 
-    def sync_weights(self, model: Any) -> None:
+    def sync_weights(self, model: Any, checkpoint: str | None = None) -> None:
         self.model = model  # the module is shared with the trainer: nothing to copy
 
     def release(self) -> None:
@@ -84,6 +84,9 @@ class TransformersBackend:
 
     def resume(self) -> None:
         pass
+
+    def flush_cache(self) -> None:
+        pass  # no cache outlives a generate call
 
     def shutdown(self) -> None:
         pass
