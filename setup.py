@@ -17,6 +17,9 @@ CORE = [
 EXTRAS = {
     "dev": ["pytest>=8", "matplotlib>=3.8", "tensorboard>=2.15"],
     "plots": ["matplotlib>=3.8"],
+    # the production rollout engine (generate.backend: sglang); GPU machines only: it pins CUDA torch 2.14.1.
+    # On a CPU the real engine runs only in the conformance venv of tests/sglang/install.sh (make test-sglang).
+    "sglang": ["sglang==0.5.23"],
 }
 
 setup(

@@ -12,7 +12,15 @@ import pytest
 
 from pipeline.imports import is_sglang_available
 
-os.environ.setdefault("SGLANG_USE_CPU_ENGINE", "1")  # before anything imports sglang (SGLANG.md §2 item 5)
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if not _has_cuda():  # before anything imports sglang (SGLANG.md §2 item 5); on a GPU the engine stays on CUDA
+    os.environ.setdefault("SGLANG_USE_CPU_ENGINE", "1")
 
 SKIP = pytest.mark.skipif(not is_sglang_available(), reason="needs the real SGLang engine: make test-sglang")
 

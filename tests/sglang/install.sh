@@ -5,8 +5,9 @@
 # Recipe: torch 2.13.0 CPU; sglang==0.5.23 with --no-deps; the dependency set in requirements.txt under
 # constraints.txt; prefix-rft editable; then a .pth file that puts tests/sglang/shims on sys.path and
 # installs the stub torchvision finder (reaching the engine's spawned processes too). ~2.5 GB.
-# The venv (default ./.venv-sglang, gitignored; override with SGLANG_VENV) is reused while this
-# script, requirements.txt and constraints.txt are unchanged.
+# The venv (default ./.venv-sglang, gitignored; override with SGLANG_VENV) is reused as is while this
+# script, requirements.txt and constraints.txt are unchanged; when they change, the same pip steps run
+# again inside the existing venv (pip skips what is already satisfied). SGLANG_REBUILD=1 starts afresh.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -19,8 +20,10 @@ if [ -f "$venv/.prefix-rft-sglang-stamp" ] && [ "$(cat "$venv/.prefix-rft-sglang
   exit 0
 fi
 t0=$(date +%s)
-rm -rf "$venv"
-python3 -m venv "$venv"
+if [ "${SGLANG_REBUILD:-0}" = 1 ] || [ ! -x "$venv/bin/python" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+fi
 py="$venv/bin/python"
 # torch 2.13.0 CPU: from a local wheel/find-links when there is one, else the PyTorch CPU index
 if ! "$py" -m pip install -q "torch==2.13.0+cpu" 2>/dev/null; then
