@@ -20,10 +20,15 @@ def is_sglang_available() -> bool:
     return importlib.util.find_spec("sglang") is not None
 
 
-def require(module: str = "sglang", feature: str = "generate.backend: sglang") -> ModuleType:
-    """Import an optional engine, or stop with the command that installs it."""
+def check_available(module: str = "sglang", feature: str = "generate.backend: sglang") -> None:
+    """Stop with the command that installs an optional engine when it is missing (nothing is imported)."""
     if importlib.util.find_spec(module) is None:
         extra = EXTRAS.get(module, module)
         raise UserError(f"{feature} needs {module}, which is not installed: pip install -e .[{extra}] "
                         f"(GPU machines; on a CPU-only machine see `make test-sglang` in the README)")
+
+
+def require(module: str = "sglang", feature: str = "generate.backend: sglang") -> ModuleType:
+    """Import an optional engine, or stop with the command that installs it."""
+    check_available(module, feature)
     return importlib.import_module(module)

@@ -423,6 +423,9 @@ def evaluate_step(run: Run, step: int) -> dict[str, dict[str, Any]]:
 def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[str, Any]:
     """Run (or resume) a whole training run; returns the summary printed at the end."""
     t_start = time.time()
+    if cfg.generate.backend == "sglang":  # fail before any stage runs, not at the first generation
+        from pipeline.imports import check_available
+        check_available("sglang")
     acc = accelerator or make_accelerator(cfg)
     run = Run(cfg, output_dir, acc)
     run.prepare_output_dir()

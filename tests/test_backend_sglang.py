@@ -209,6 +209,19 @@ def test_missing_sglang_is_one_line_naming_the_install(monkeypatch):
         SGLangBackend("some/model", engine_args={"device": "cpu"})
 
 
+def test_a_run_with_sglang_missing_stops_before_any_stage(monkeypatch, tmp_path):
+    import importlib.util
+
+    from pipeline.config import load_config
+    from pipeline.run import train
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sglang" else real(name, *a))
+    with pytest.raises(UserError, match=r"generate.backend: sglang needs sglang.*pip install -e \.\[sglang\]"):
+        train(load_config("quickstart", ["generate.backend=sglang"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
 def test_no_module_imports_sglang_at_import_time():
     code = ("import importlib, pkgutil, sys, pipeline, stages, evaluation\n"
             "for pkg in (pipeline, stages, evaluation):\n"
