@@ -56,7 +56,8 @@ class FakeEngine:
 
     version = "sglang-fake"
 
-    def __init__(self, fail_push: bool = False):
+    def __init__(self, fail_push: bool = False, busy_flushes: int = 0):
+        self.busy_flushes = busy_flushes  # flush_cache answers success=False this often (scheduler busy)
         self.calls: list[tuple] = []
         self.fail_push = fail_push
         self.pushed: list[list[str]] = []
@@ -97,7 +98,8 @@ class FakeEngine:
 
     def flush_cache(self):
         self.calls.append(("flush",))
-        return type("FlushCacheReqOutput", (), {"success": True})()
+        busy, self.busy_flushes = self.busy_flushes > 0, max(0, self.busy_flushes - 1)
+        return type("FlushCacheReqOutput", (), {"success": not busy})()
 
     def shutdown(self):
         self.calls.append(("shutdown",))
@@ -105,16 +107,17 @@ class FakeEngine:
 
 def test_release_then_sync_resumes_weights_pushes_buckets_resumes_cache_and_flushes():
     model = tiny_qwen2()
-    fake = FakeEngine()
+    fake = FakeEngine(busy_flushes=2)
     backend = SGLangBackend("unused", engine=fake, bucket_bytes=4096)
     backend.release()
     backend.release()  # idempotent: one call to the engine
     backend.sync_weights(model)
     kinds = [c[0] for c in fake.calls]
     n_push = kinds.count("push")
-    assert kinds == ["release", "resume", "begin"] + ["push"] * n_push + ["end", "resume", "flush"]
-    assert fake.calls[0] == ("release", None)  # everything: KV cache, weights, CUDA graphs
-    assert fake.calls[1] == ("resume", ["weights"]) and fake.calls[-2] == ("resume", ["kv_cache", "cuda_graph"])
+    # release waits for an idle scheduler: flush until it succeeds (2 busy answers, then success)
+    assert kinds == ["flush"] * 3 + ["release", "resume", "begin"] + ["push"] * n_push + ["end", "resume", "flush"]
+    assert fake.calls[3] == ("release", None)  # everything: KV cache, weights, CUDA graphs
+    assert fake.calls[4] == ("resume", ["weights"]) and fake.calls[-2] == ("resume", ["kv_cache", "cuda_graph"])
     assert all(c[2] is False for c in fake.calls if c[0] == "push")  # one flush at the end, not per bucket
     sizes = dict((n, t.numel() * 4) for n, t in model.state_dict().items())
     assert n_push == backend.last_push["buckets"] > 1

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from typing import Any
 
 import torch
@@ -136,16 +137,28 @@ class SGLangBackend:
 
     def release(self) -> None:
         if not self._released:
+            self.flush_cache()  # waits for an idle scheduler: release_memory_occupation asserts idleness
             self._live().release_memory_occupation()
             self._released = True
+
+    def flush_cache(self, timeout_s: float = 120.0) -> None:
+        """Drop the prefix cache, waiting for an idle scheduler. `generate` can return before the scheduler
+        has cleared its last batch; SGLang's flush then answers success=False (and a release in that state
+        fails an assertion that kills the engine), so the flush is retried until it succeeds."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = self._live().flush_cache()
+            if getattr(result, "success", True):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the SGLang engine did not become idle within {timeout_s:.0f}s; cannot "
+                                   "release its memory")
+            time.sleep(0.02)
 
     def resume(self) -> None:
         if self._released:
             self._live().resume_memory_occupation()
             self._released = False
-
-    def flush_cache(self) -> None:
-        check_ok(self._live().flush_cache(), "flush_cache")
 
     def shutdown(self) -> None:
         if not self._closed:
