@@ -206,6 +206,26 @@ class ObjectiveConfig:
 
 
 @dataclass
+class LoraConfig:
+    rank: int = 0
+    """LoRA rank (peft); 0 trains every weight. Checkpoints then hold the adapter (`adapter/`) next to
+    the merged transformers weights used for generation and evaluation."""
+    alpha: float = 16.0
+    """LoRA scaling numerator (the update is scaled by alpha / rank)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                        "up_proj", "down_proj"])
+    """Module names that get adapters (peft `target_modules`)."""
+
+    def __post_init__(self) -> None:
+        _in_range(self.rank, "update.lora.rank", 0)
+        _in_range(self.alpha, "update.lora.alpha", 0.0)
+        _in_range(self.dropout, "update.lora.dropout", 0.0, 1.0)
+        _check(not self.rank or bool(self.targets), "update.lora.targets", "must name at least one module")
+
+
+@dataclass
 class UpdateConfig:
     lr: float = 1e-6
     """AdamW learning rate, constant after warm-up (SPEC §6)."""
@@ -231,6 +251,8 @@ class UpdateConfig:
     never held whole."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapters instead of full fine-tuning (off while `update.lora.rank` is 0)."""
 
     def __post_init__(self) -> None:
         _in_range(self.lr, "update.lr", 0.0)
@@ -345,6 +367,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], name)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {type(value).__name__} {value!r}")
+        return build_section(tp, value, name, "config")
     if origin is Literal:
         if value not in args:
             allowed = ", ".join(repr(a) for a in args)
@@ -490,21 +518,24 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise ConfigError(f"override {item!r} must look like section.field=value")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
-        if len(parts) != 2 or not all(parts):
+        if len(parts) < 2 or not all(parts):
             raise ConfigError(f"override key {key!r} must look like section.field (e.g. train.total_steps)")
-        section, name = parts
-        if section not in SECTIONS:
-            raise _unknown(section, list(SECTIONS), f"override {item!r}")
-        if name not in typing.get_type_hints(SECTIONS[section]):
-            raise _unknown(name, list(typing.get_type_hints(SECTIONS[section])), f"override {item!r}")
+        if parts[0] not in SECTIONS:
+            raise _unknown(parts[0], list(SECTIONS), f"override {item!r}")
+        cls, node = SECTIONS[parts[0]], out
+        for depth, name in enumerate(parts[1:], start=1):
+            hints = typing.get_type_hints(cls) if cls is not None else {}
+            if name not in hints:
+                raise _unknown(name, list(hints), f"override {item!r}")
+            if node.get(parts[depth - 1]) is None:
+                node[parts[depth - 1]] = {}
+            node = node[parts[depth - 1]]
+            cls = hints[name] if dataclasses.is_dataclass(hints[name]) and depth < len(parts) - 1 else None
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
-        out.setdefault(section, {})
-        if out[section] is None:
-            out[section] = {}
-        out[section][name] = value
+        node[parts[-1]] = value
     return out
 
 
@@ -539,11 +570,19 @@ def reference_markdown() -> str:
     lines = ["| field | type | default | meaning |", "|---|---|---|---|"]
     defaults = to_dict(Config())
     for section, cls in SECTIONS.items():
-        docs = field_docs(cls)
-        for name, tp in typing.get_type_hints(cls).items():
-            t = _type_name(tp).replace("|", "\\|")
-            lines.append(f"| `{section}.{name}` | {t} | `{defaults[section][name]!r}` | {docs.get(name, '')} |")
+        lines += _reference_rows(section, cls, defaults[section])
     return "\n".join(lines)
+
+
+def _reference_rows(prefix: str, cls: type, defaults: dict[str, Any]) -> list[str]:
+    docs, rows = field_docs(cls), []
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            rows += _reference_rows(f"{prefix}.{name}", tp, defaults[name])
+            continue
+        t = _type_name(tp).replace("|", "\\|")
+        rows.append(f"| `{prefix}.{name}` | {t} | `{defaults[name]!r}` | {docs.get(name, '')} |")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

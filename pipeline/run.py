@@ -32,9 +32,11 @@ from datasets import Dataset
 from pipeline import cache
 from pipeline import schema as S
 from pipeline.config import Config, dump_yaml, to_dict
+from pipeline.distributed import is_sharded, prepare_policy, rollout_model
 from pipeline.errors import UserError
+from pipeline.lora import load_policy_model
 from pipeline.policy import (TrainState, checkpoint_dir, load_model, load_tokenizer, load_training_state,
-                             make_optimizer, model_fingerprint, prune_checkpoints, resolve_model_path,
+                             model_fingerprint, prune_checkpoints, resolve_model_path,
                              save_checkpoint, training_state_dir)
 from pipeline.prompts import stop_token_ids
 from stages import curate, generate, prefixes, reward, update
@@ -198,11 +200,9 @@ class Run:
             if cache.folder_status(path, self.policy_fp(step)) != "complete":
                 raise UserError(f"the checkpoint of step {step} ({path}) is missing or was pruned; raise "
                                 "train.keep_last / train.save_every, or re-run the training command")
-        model = load_model(path, self.cfg.model)
-        if self.cfg.update.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        opt, sched = make_optimizer(model, self.cfg.update)
-        model, opt, sched = self.acc.prepare(model, opt, sched)
+        model = load_policy_model(None if step == 0 else path, self.base_path, self.cfg.model, self.cfg.update.lora,
+                                  self.cfg.train.seed)
+        model, opt, sched = prepare_policy(self.acc, model, self.cfg.update)
         state = TrainState(model, opt, sched, step, self.policy_fp(step), restored=step == 0)
         tdir = training_state_dir(self.out, step)
         if step > 0 and cache.folder_status(tdir, self.policy_fp(step)) == "complete":
@@ -220,7 +220,7 @@ class Run:
 
         if self._backend is None:
             cls = load_backend_class(self.cfg.generate.backend)
-            self._backend = cls(self.acc.unwrap_model(self.state.model), pad_token_id=self.tokenizer.pad_token_id,
+            self._backend = cls(rollout_model(self.state.model, self.acc), pad_token_id=self.tokenizer.pad_token_id,
                                 batch_size=self.cfg.generate.batch_size, precision=self.cfg.generate.precision)
         return self._backend
 
@@ -255,7 +255,7 @@ class Run:
             src = self.require_input("prefixes", step).load()
             self.load_policy(step - 1, with_optimizer=False)
             backend = self.backend()
-            backend.sync_weights(self.acc.unwrap_model(self.state.model))
+            backend.sync_weights(rollout_model(self.state.model, self.acc))  # sharded: a gathered copy
             rows = list(range(self.acc.process_index, len(src), self.acc.num_processes))
             t0 = time.perf_counter()
             part = generate.run(src.select(rows), self.cfg.generate, backend=backend, stop_token_ids=self.stop_ids(),
@@ -391,7 +391,7 @@ def evaluate_step(run: Run, step: int) -> dict[str, dict[str, Any]]:
     summaries: dict[str, dict[str, Any]] = {}
     if run.acc.is_main_process:
         suites = resolve_suites(run.cfg.eval.suites)
-        if run.state is not None and run.state.step == step:
+        if run.state is not None and run.state.step == step and not is_sharded(run.state.model):
             model = run.acc.unwrap_model(run.state.model)
         else:
             model = load_model(run.base_path if step == 0 else str(checkpoint_dir(run.out, step)), run.cfg.model)
