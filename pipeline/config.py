@@ -486,10 +486,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    """`top` over `base`, mappings merged recursively (nested sections such as update.lora too); copies."""
+    out = {k: _merge(v, {}) if isinstance(v, dict) else v for k, v in base.items()}
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **value}
+            out[key] = _merge(out[key], value)
         else:
             out[key] = value
     return out

@@ -113,3 +113,12 @@ def test_nested_lora_section_overrides_and_errors():
     with pytest.raises(ConfigError, match="update.lora.dropout=1.5 is out of range"):
         load_config("quickstart", ["update.lora.dropout=1.5"])
     assert "| `update.lora.rank` | int | `0` |" in reference_markdown()
+
+
+def test_nested_sections_merge_through_inherit_and_overrides(tmp_path):
+    (tmp_path / "child.yaml").write_text("inherit: lora_quickstart\nupdate:\n  lora:\n    rank: 4\n")
+    cfg = load_config(str(tmp_path / "child.yaml"))
+    assert (cfg.update.lora.rank, cfg.update.lora.alpha, cfg.update.lr) == (4, 32.0, 1e-3)  # alpha, lr inherited
+    raw = {"update": {"lora": {"rank": 2}}}
+    assert apply_overrides(raw, ["update.lora.rank=3"])["update"]["lora"]["rank"] == 3
+    assert raw == {"update": {"lora": {"rank": 2}}}  # input untouched

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow  # each test launches two processes (~30 s on 2 cores)
 import torch
 
 from tests import distributed_worker as W
