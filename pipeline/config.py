@@ -279,12 +279,17 @@ class TrainConfig:
     """Most recent full training states (optimizer, scheduler, RNG) kept for resume and stage re-runs."""
     num_threads: int = 0
     """torch CPU threads; 0 leaves torch's default."""
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers through accelerate, main process only: `tensorboard` (offline, in
+    <output-dir>/tensorboard), `wandb`, `trackio`; [] for none."""
 
     def __post_init__(self) -> None:
         _in_range(self.total_steps, "train.total_steps", 1)
         _in_range(self.save_every, "train.save_every", 1)
         _in_range(self.keep_last, "train.keep_last", 1)
         _in_range(self.num_threads, "train.num_threads", 0)
+        bad = sorted(set(self.trackers) - {"tensorboard", "wandb", "trackio"})
+        _check(not bad, "train.trackers", f"unknown tracker(s) {bad}; choose from tensorboard, wandb, trackio")
 
 
 @dataclass

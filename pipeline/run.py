@@ -28,8 +28,9 @@ from typing import Any, Callable
 
 import torch
 from datasets import Dataset
+from tqdm.auto import tqdm
 
-from pipeline import cache
+from pipeline import cache, tracking
 from pipeline import schema as S
 from pipeline.config import Config, dump_yaml, to_dict
 from pipeline.distributed import is_sharded, prepare_policy, rollout_model
@@ -416,20 +417,26 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
     if start:
         log.info("resuming %s after step %d", run.out, start)
     run.load_policy(start, with_optimizer=True)
+    tracking.start(acc, cfg, run.out)
     base_eval = evaluate_step(run, 0) if cfg.eval.at_start and cfg.eval.suites else {}
+    bar = tqdm(total=cfg.train.total_steps, initial=start, desc="steps", disable=not acc.is_main_process)
     for step in range(start + 1, cfg.train.total_steps + 1):
         t = time.time()
-        run.run_prefixes(step)
-        run.run_generate(step)
-        run.run_reward(step)
-        stats = run.run_update(step, require_checkpoint=True).meta["stats"]
+        for stage in ("prefixes", "generate", "reward", "update"):
+            bar.set_postfix_str(stage)
+            record = getattr(run, f"run_{stage}")(step, **({"require_checkpoint": True} if stage == "update" else {}))
+        stats = record.meta["stats"]
         run.write_metrics(step)
+        tracking.log_step(acc, stats, step)
+        bar.update(1)
         if acc.is_main_process:
             log.info("step %d/%d  reward %.3f (hybrid %s)  prefix %s  loss %.4f  grad %.3f  clip %.3f  %.1fs",
                      step, cfg.train.total_steps, stats["reward_mean"], _fmt(stats.get("reward_hybrid")),
                      _fmt(stats.get("prefix_ratio_mean")), stats["loss"], stats["grad_norm"], stats["clip_frac"],
                      time.time() - t)
+    bar.close()
     run.write_metrics(cfg.train.total_steps)
+    tracking.finish(acc)
     final_eval = evaluate_step(run, cfg.train.total_steps) if cfg.eval.at_end and cfg.eval.suites else {}
     summary = _summary(run, base_eval, final_eval, time.time() - t_start)
     if acc.is_main_process:
