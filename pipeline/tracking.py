@@ -84,5 +84,9 @@ def log_step(accelerator: Any, stats: dict[str, Any], step: int) -> None:
 
 
 def finish(accelerator: Any) -> None:
-    if accelerator.is_main_process and accelerator.trackers:
-        accelerator.end_training()
+    """Close the trackers (not `accelerator.end_training()`: that also tears down the process group,
+    which the final evaluation still needs)."""
+    if accelerator.is_main_process:
+        for tracker in accelerator.trackers:
+            tracker.finish()
+        accelerator.trackers = []
