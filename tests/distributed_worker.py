@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import ObjectiveConfig, UpdateConfig  # noqa: E402
-from pipeline.distributed import ShardSettings, full_state_dict, prepare_policy  # noqa: E402
+from pipeline.distributed import ShardSettings, full_state_dict, prepare_policy, rollout_model  # noqa: E402
 from pipeline.policy import TrainState, load_training_state, save_checkpoint  # noqa: E402
 from stages import update  # noqa: E402
 from tests.conftest import tiny_qwen2  # noqa: E402
@@ -69,8 +69,10 @@ def main(mode: str, out: str) -> None:
     state = fresh_state(acc, shard)
     stats = one_step(state, acc, 1)
     weights = full_state_dict(state.model, acc)
+    rollout = rollout_model(state.model, acc)  # what the generate stage runs (a gathered copy when sharded)
     if acc.is_main_process:
         torch.save(weights, out_dir / "step1.pt")
+        torch.save(rollout.state_dict(), out_dir / "rollout1.pt")
         (out_dir / "stats.json").write_text(json.dumps({"grad_norm": stats["grad_norm"], "loss": stats["loss"],
                                                         "sharded": mode == "fsdp2"}))
     if mode != "fsdp2":

@@ -60,6 +60,8 @@ def _check_step1(out: Path, single_process) -> None:
     stats = json.loads((out / "stats.json").read_text())
     assert _max_diff(init, ref) > 1e-3  # the step moved the weights, so equality below means something
     assert _max_diff(got, ref) <= TOL
+    rollout = torch.load(out / "rollout1.pt")  # the rollout engine's weights are the trained ones
+    assert _max_diff({k: v for k, v in rollout.items() if k in got}, {k: got[k] for k in rollout if k in got}) == 0.0
     # the global gradient norm (before clipping) is the same, and above max_grad_norm=0.05: clipping engaged
     assert abs(stats["grad_norm"] - ref_stats["grad_norm"]) <= TOL * max(1.0, ref_stats["grad_norm"])
     assert ref_stats["grad_norm"] > W.UPDATE["max_grad_norm"]
