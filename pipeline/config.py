@@ -234,6 +234,26 @@ class ObjectiveConfig:
 
 
 @dataclass
+class LoraConfig:
+    rank: int = 0
+    """LoRA rank (peft); 0 trains every weight. Checkpoints then hold the adapter (`adapter/`) next to
+    the merged transformers weights used for generation and evaluation."""
+    alpha: float = 16.0
+    """LoRA scaling numerator (the update is scaled by alpha / rank)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                        "up_proj", "down_proj"])
+    """Module names that get adapters (peft `target_modules`)."""
+
+    def __post_init__(self) -> None:
+        _in_range(self.rank, "update.lora.rank", 0)
+        _in_range(self.alpha, "update.lora.alpha", 0.0)
+        _in_range(self.dropout, "update.lora.dropout", 0.0, 1.0)
+        _check(not self.rank or bool(self.targets), "update.lora.targets", "must name at least one module")
+
+
+@dataclass
 class UpdateConfig:
     lr: float = 1e-6
     """AdamW learning rate, constant after warm-up (SPEC §6)."""
@@ -259,6 +279,8 @@ class UpdateConfig:
     never held whole."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapters instead of full fine-tuning (off while `update.lora.rank` is 0)."""
 
     def __post_init__(self) -> None:
         _in_range(self.lr, "update.lr", 0.0)
@@ -285,12 +307,17 @@ class TrainConfig:
     """Most recent full training states (optimizer, scheduler, RNG) kept for resume and stage re-runs."""
     num_threads: int = 0
     """torch CPU threads; 0 leaves torch's default."""
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers through accelerate, main process only: `tensorboard` (offline, in
+    <output-dir>/tensorboard), `wandb`, `trackio`; [] for none."""
 
     def __post_init__(self) -> None:
         _in_range(self.total_steps, "train.total_steps", 1)
         _in_range(self.save_every, "train.save_every", 1)
         _in_range(self.keep_last, "train.keep_last", 1)
         _in_range(self.num_threads, "train.num_threads", 0)
+        bad = sorted(set(self.trackers) - {"tensorboard", "wandb", "trackio"})
+        _check(not bad, "train.trackers", f"unknown tracker(s) {bad}; choose from tensorboard, wandb, trackio")
 
 
 @dataclass
@@ -373,6 +400,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], name)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {type(value).__name__} {value!r}")
+        return build_section(tp, value, name, "config")
     if origin is Literal:
         if value not in args:
             allowed = ", ".join(repr(a) for a in args)
@@ -488,10 +521,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    """`top` over `base`, mappings merged recursively (nested sections such as update.lora too); copies."""
+    out = {k: _merge(v, {}) if isinstance(v, dict) else v for k, v in base.items()}
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **value}
+            out[key] = _merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -520,21 +554,24 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise ConfigError(f"override {item!r} must look like section.field=value")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
-        if len(parts) != 2 or not all(parts):
+        if len(parts) < 2 or not all(parts):
             raise ConfigError(f"override key {key!r} must look like section.field (e.g. train.total_steps)")
-        section, name = parts
-        if section not in SECTIONS:
-            raise _unknown(section, list(SECTIONS), f"override {item!r}")
-        if name not in typing.get_type_hints(SECTIONS[section]):
-            raise _unknown(name, list(typing.get_type_hints(SECTIONS[section])), f"override {item!r}")
+        if parts[0] not in SECTIONS:
+            raise _unknown(parts[0], list(SECTIONS), f"override {item!r}")
+        cls, node = SECTIONS[parts[0]], out
+        for depth, name in enumerate(parts[1:], start=1):
+            hints = typing.get_type_hints(cls) if cls is not None else {}
+            if name not in hints:
+                raise _unknown(name, list(hints), f"override {item!r}")
+            if node.get(parts[depth - 1]) is None:
+                node[parts[depth - 1]] = {}
+            node = node[parts[depth - 1]]
+            cls = hints[name] if dataclasses.is_dataclass(hints[name]) and depth < len(parts) - 1 else None
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
-        out.setdefault(section, {})
-        if out[section] is None:
-            out[section] = {}
-        out[section][name] = value
+        node[parts[-1]] = value
     return out
 
 
@@ -569,11 +606,19 @@ def reference_markdown() -> str:
     lines = ["| field | type | default | meaning |", "|---|---|---|---|"]
     defaults = to_dict(Config())
     for section, cls in SECTIONS.items():
-        docs = field_docs(cls)
-        for name, tp in typing.get_type_hints(cls).items():
-            t = _type_name(tp).replace("|", "\\|")
-            lines.append(f"| `{section}.{name}` | {t} | `{defaults[section][name]!r}` | {docs.get(name, '')} |")
+        lines += _reference_rows(section, cls, defaults[section])
     return "\n".join(lines)
+
+
+def _reference_rows(prefix: str, cls: type, defaults: dict[str, Any]) -> list[str]:
+    docs, rows = field_docs(cls), []
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            rows += _reference_rows(f"{prefix}.{name}", tp, defaults[name])
+            continue
+        t = _type_name(tp).replace("|", "\\|")
+        rows.append(f"| `{prefix}.{name}` | {t} | `{defaults[name]!r}` | {docs.get(name, '')} |")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,8 @@ from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
+SHARDED_DIR = "sharded"  # FSDP2 model + optimizer shards (torch.distributed.checkpoint) in a training state
+
 
 def resolve_model_path(cfg: ModelConfig) -> str:
     """`embedded[:preset]` -> the cached embedded build; an existing directory -> itself; otherwise the
@@ -128,17 +130,26 @@ def save_checkpoint(accelerator: Any, state: TrainState, tokenizer: Any, output_
                     extra_state: dict[str, Any]) -> None:
     """Write checkpoints/step-N (weights + tokenizer) and training-state-N (optimizer, scheduler, RNG,
     step, sampler position), each atomically, main process only."""
+    from pipeline import distributed, lora
+
     model = accelerator.unwrap_model(state.model)
-    state_dict = accelerator.get_state_dict(state.model)
+    state_dict = distributed.full_state_dict(state.model, accelerator)  # collective when sharded
+    staged = _save_sharded(accelerator, state, output_dir) if distributed.is_sharded(state.model) else None
     if not accelerator.is_main_process:
         return
 
     def fill_model(tmp: Path) -> None:
-        model.save_pretrained(tmp, state_dict=state_dict)
+        if lora.is_lora(model):
+            lora.save_lora_checkpoint(model, tmp)
+        else:
+            model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
 
     def fill_state(tmp: Path) -> None:
-        torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
+        if staged is not None:
+            os.replace(staged, tmp / SHARDED_DIR)
+        else:
+            torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(state.scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps({"step": state.step, "policy_fp": state.policy_fp,
@@ -148,9 +159,31 @@ def save_checkpoint(accelerator: Any, state: TrainState, tokenizer: Any, output_
     cache.write_folder(training_state_dir(output_dir, state.step), state.policy_fp, fill_state)
 
 
+def _save_sharded(accelerator: Any, state: TrainState, output_dir: Path) -> Path:
+    """Every rank writes its model and optimizer shards into a hidden staging folder (collective); the
+    main process then moves it into the training-state folder, which gets its marker last."""
+    import shutil
+
+    from pipeline import distributed
+
+    staged = training_state_dir(output_dir, state.step)
+    staged = staged.parent / f".{staged.name}.tmp-sharded"
+    if accelerator.is_main_process:
+        shutil.rmtree(staged, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    distributed.save_sharded_state(state.model, state.optimizer, staged)
+    accelerator.wait_for_everyone()
+    return staged
+
+
 def load_training_state(state: TrainState, output_dir: Path, step: int) -> dict[str, Any]:
     d = training_state_dir(output_dir, step)
-    state.optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=False))
+    if (d / SHARDED_DIR).is_dir():
+        from pipeline import distributed
+
+        distributed.load_sharded_state(state.model, state.optimizer, d / SHARDED_DIR)
+    else:
+        state.optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=False))
     state.scheduler.load_state_dict(torch.load(d / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(d / "rng.pt", weights_only=False))
     return json.loads((d / "state.json").read_text())

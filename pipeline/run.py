@@ -28,14 +28,17 @@ from typing import Any, Callable
 
 import torch
 from datasets import Dataset
+from tqdm.auto import tqdm
 
-from pipeline import cache
+from pipeline import cache, tracking
 from pipeline import schema as S
 from pipeline.config import Config, dump_yaml, to_dict
+from pipeline.distributed import is_sharded, prepare_policy, rollout_model
 from pipeline.errors import UserError
 from pipeline.mismatch import check_logprob_mismatch
+from pipeline.lora import load_policy_model
 from pipeline.policy import (TrainState, checkpoint_dir, load_model, load_tokenizer, load_training_state,
-                             make_optimizer, model_fingerprint, prune_checkpoints, resolve_model_path,
+                             model_fingerprint, prune_checkpoints, resolve_model_path,
                              save_checkpoint, training_state_dir)
 from pipeline.prompts import stop_token_ids
 from stages import curate, generate, prefixes, reward, update
@@ -199,11 +202,9 @@ class Run:
             if cache.folder_status(path, self.policy_fp(step)) != "complete":
                 raise UserError(f"the checkpoint of step {step} ({path}) is missing or was pruned; raise "
                                 "train.keep_last / train.save_every, or re-run the training command")
-        model = load_model(path, self.cfg.model)
-        if self.cfg.update.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        opt, sched = make_optimizer(model, self.cfg.update)
-        model, opt, sched = self.acc.prepare(model, opt, sched)
+        model = load_policy_model(None if step == 0 else path, self.base_path, self.cfg.model, self.cfg.update.lora,
+                                  self.cfg.train.seed)
+        model, opt, sched = prepare_policy(self.acc, model, self.cfg.update)
         state = TrainState(model, opt, sched, step, self.policy_fp(step), restored=step == 0)
         tdir = training_state_dir(self.out, step)
         if step > 0 and cache.folder_status(tdir, self.policy_fp(step)) == "complete":
@@ -221,7 +222,7 @@ class Run:
         from pipeline.backends import make_backend
 
         if self._backend is None:
-            self._backend = make_backend(self.cfg.generate, model=self.acc.unwrap_model(self.state.model),
+            self._backend = make_backend(self.cfg.generate, model=rollout_model(self.state.model, self.acc),
                                          pad_token_id=self.tokenizer.pad_token_id, model_path=self.base_path,
                                          seed=self.cfg.train.seed)
         return self._backend
@@ -267,7 +268,8 @@ class Run:
             src = self.require_input("prefixes", step).load()
             self.load_policy(step - 1, with_optimizer=False)
             backend = self.backend()
-            backend.sync_weights(self.acc.unwrap_model(self.state.model), checkpoint=self.policy_checkpoint(step - 1))
+            backend.sync_weights(rollout_model(self.state.model, self.acc),  # sharded: a gathered copy
+                                 checkpoint=self.policy_checkpoint(step - 1))
             rows = list(range(self.acc.process_index, len(src), self.acc.num_processes))
             t0 = time.perf_counter()
             part = generate.run(src.select(rows), self.cfg.generate, backend=backend, stop_token_ids=self.stop_ids(),
@@ -406,7 +408,7 @@ def evaluate_step(run: Run, step: int) -> dict[str, dict[str, Any]]:
     summaries: dict[str, dict[str, Any]] = {}
     if run.acc.is_main_process:
         suites = resolve_suites(run.cfg.eval.suites)
-        if run.state is not None and run.state.step == step:
+        if run.state is not None and run.state.step == step and not is_sharded(run.state.model):
             model = run.acc.unwrap_model(run.state.model)
         else:
             model = load_model(run.base_path if step == 0 else str(checkpoint_dir(run.out, step)), run.cfg.model)
@@ -434,21 +436,27 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
     if start:
         log.info("resuming %s after step %d", run.out, start)
     run.load_policy(start, with_optimizer=True)
+    tracking.start(acc, cfg, run.out)
     base_eval = evaluate_step(run, 0) if cfg.eval.at_start and cfg.eval.suites else {}
+    bar = tqdm(total=cfg.train.total_steps, initial=start, desc="steps", disable=not acc.is_main_process)
     for step in range(start + 1, cfg.train.total_steps + 1):
         t = time.time()
-        run.run_prefixes(step)
-        run.run_generate(step)
-        run.run_reward(step)
-        stats = run.run_update(step, require_checkpoint=True).meta["stats"]
+        for stage in ("prefixes", "generate", "reward", "update"):
+            bar.set_postfix_str(stage)
+            record = getattr(run, f"run_{stage}")(step, **({"require_checkpoint": True} if stage == "update" else {}))
+        stats = record.meta["stats"]
         run.write_metrics(step)
+        tracking.log_step(acc, stats, step)
+        bar.update(1)
         if acc.is_main_process:
             log.info("step %d/%d  reward %.3f (hybrid %s)  prefix %s  loss %.4f  grad %.3f  clip %.3f  %.1fs",
                      step, cfg.train.total_steps, stats["reward_mean"], _fmt(stats.get("reward_hybrid")),
                      _fmt(stats.get("prefix_ratio_mean")), stats["loss"], stats["grad_norm"], stats["clip_frac"],
                      time.time() - t)
+    bar.close()
     run.write_metrics(cfg.train.total_steps)
     run.close()  # stop the rollout engine before the final evaluation (SGLang also stops at exit on errors)
+    tracking.finish(acc)
     final_eval = evaluate_step(run, cfg.train.total_steps) if cfg.eval.at_end and cfg.eval.suites else {}
     summary = _summary(run, base_eval, final_eval, time.time() - t_start)
     if acc.is_main_process:

@@ -26,6 +26,7 @@ from datasets import Dataset, Value
 
 from pipeline import schema as S
 from pipeline.config import ObjectiveConfig, UpdateConfig
+from pipeline.distributed import clip_grad_norm, gradient_sync
 from pipeline.logprobs import sequence_logprobs
 from pipeline.mismatch import continuation_deltas, summarise
 from pipeline.objectives import aggregate, entropy_gate, group_advantages, ppo_clip_loss
@@ -214,8 +215,7 @@ def optimise(policy: Any, plan: Plan, objective: ObjectiveConfig, cfg: UpdateCon
         for j, mb in enumerate(micro):
             gen = torch.Generator().manual_seed(derive_seed(seed, step, "gate", m, j, accelerator.process_index))
             sync = j == len(micro) - 1
-            ctx = contextlib.nullcontext() if sync or accelerator.num_processes == 1 else accelerator.no_sync(model)
-            with ctx:
+            with gradient_sync(model, accelerator, sync):
                 loss, stats = micro_loss(model, mb, objective, cfg, temperature=temperature,
                                          num_sequences=plan.mini_sizes[m], num_tokens=plan.mini_tokens[m],
                                          cont_tokens=plan.mini_cont_tokens[m],
@@ -224,8 +224,7 @@ def optimise(policy: Any, plan: Plan, objective: ObjectiveConfig, cfg: UpdateCon
                 accelerator.backward(loss)
             ratio_max = max(ratio_max, stats.pop("ratio_max"))
             _add(totals, stats)
-        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
-        grad_norms.append(float(norm))
+        grad_norms.append(clip_grad_norm(model, accelerator, cfg.max_grad_norm or float("inf")))
         if math.isfinite(grad_norms[-1]):
             opt.step()
         sched.step()

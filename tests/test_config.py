@@ -83,9 +83,9 @@ def test_validation_runs_on_direct_construction():
 def test_every_field_is_documented_once():
     import typing
 
-    from pipeline.config import SECTIONS
+    from pipeline.config import SECTIONS, LoraConfig
 
-    for cls in SECTIONS.values():
+    for cls in [*SECTIONS.values(), LoraConfig]:
         docs = field_docs(cls)
         assert set(docs) == set(typing.get_type_hints(cls)), cls.__name__
     assert "`objective.keep_ratio`" in reference_markdown()
@@ -102,3 +102,23 @@ def test_docs_config_reference_is_current():
 
     doc = (Path(__file__).parent.parent / "docs" / "config.md").read_text()
     assert reference_markdown() in doc, "regenerate docs/config.md with `python -m pipeline.config`"
+
+
+def test_nested_lora_section_overrides_and_errors():
+    cfg = load_config("quickstart", ["update.lora.rank=8", "update.lora.targets=q_proj,v_proj"])
+    assert cfg.update.lora.rank == 8 and cfg.update.lora.targets == ["q_proj", "v_proj"]
+    assert load_config("quickstart").update.lora.rank == 0  # off by default
+    with pytest.raises(ConfigError, match="unknown key 'rnak'.*did you mean 'rank'"):
+        load_config("quickstart", ["update.lora.rnak=8"])
+    with pytest.raises(ConfigError, match="update.lora.dropout=1.5 is out of range"):
+        load_config("quickstart", ["update.lora.dropout=1.5"])
+    assert "| `update.lora.rank` | int | `0` |" in reference_markdown()
+
+
+def test_nested_sections_merge_through_inherit_and_overrides(tmp_path):
+    (tmp_path / "child.yaml").write_text("inherit: lora_quickstart\nupdate:\n  lora:\n    rank: 4\n")
+    cfg = load_config(str(tmp_path / "child.yaml"))
+    assert (cfg.update.lora.rank, cfg.update.lora.alpha, cfg.update.lr) == (4, 32.0, 1e-3)  # alpha, lr inherited
+    raw = {"update": {"lora": {"rank": 2}}}
+    assert apply_overrides(raw, ["update.lora.rank=3"])["update"]["lora"]["rank"] == 3
+    assert raw == {"update": {"lora": {"rank": 2}}}  # input untouched

@@ -1,0 +1,63 @@
+"""A 2-process CPU run of the pipeline (accelerate launch, gloo): completes, merges every rank's
+generations into one dataset per step, and resumes after all its processes are killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.test_distributed import ROOT, _port
+from tests.test_pipeline import MICRO
+
+pytestmark = pytest.mark.slow
+
+
+def _cmd(out) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu_2proc.yaml",
+            "--main_process_port", _port(), "-m", "pipeline.train", "--config", "quickstart", "--output-dir", str(out),
+            *MICRO, "train.total_steps=3", "eval.at_start=false", "train.num_threads=1"]
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    import psutil
+
+    procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=30)
+    proc.wait()
+
+
+def test_two_process_run_is_killed_and_resumes(tmp_path, micro_path):
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "first.log"  # a file, not a pipe nobody reads while polling
+    proc = subprocess.Popen(_cmd(out), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                            start_new_session=True)
+    marker = out / "checkpoints" / "training-state-000001" / "_COMPLETE"
+    deadline = time.time() + 240
+    while not marker.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.is_file(), log.read_text()[-3000:]
+    _kill_tree(proc)  # the launcher and both workers (torchrun starts them in sessions of their own)
+    assert not (out / "summary.json").exists() and not (out / "steps" / "000003" / "update" / "_COMPLETE").exists()
+    step1 = json.loads((out / "steps" / "000001" / "update" / "_COMPLETE").read_text())["written_at"]
+
+    res = subprocess.run(_cmd(out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming" in res.stderr and "after step 1" in res.stderr
+    assert json.loads((out / "steps" / "000001" / "update" / "_COMPLETE").read_text())["written_at"] == step1
+    gen = load_from_disk(str(out / "steps" / "000003" / "generate" / "data"))
+    assert len(gen) == 2 * 4  # prompts_per_step x samples_per_prompt: both ranks' shares, merged once
+    assert list(zip(gen["group_id"], gen["slot"])) == sorted(zip(gen["group_id"], gen["slot"]))
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "step-000003") is not None
