@@ -269,9 +269,9 @@ def optimise(policy: Any, plan: Plan, objective: ObjectiveConfig, cfg: UpdateCon
             _add(totals, stats)
         norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
         grad_norms.append(float(norm))
-        if lr is not None:
-            for group in opt.param_groups:
-                group["lr"] = lr
+        # an SFT step sets its own LR; an RL step restores the schedule's (an SFT step may have run before)
+        for group, scheduled in zip(opt.param_groups, sched.get_last_lr()):
+            group["lr"] = lr if lr is not None else scheduled
         if math.isfinite(grad_norms[-1]):
             opt.step()
         if lr is None:
