@@ -2,7 +2,7 @@
 overrides, validated on construction.
 
 A recipe is a YAML mapping of sections (`model`, `data`, `prefixes`, `generate`, `reward`, `objective`,
-`update`, `train`, `eval`), each a mapping of fields. `inherit: <recipe>` at the top level starts from
+`update`, `sft`, `train`, `eval`), each a mapping of fields. `inherit: <recipe>` at the top level starts from
 another recipe. `--config` takes a path or the name of a recipe shipped in `pipeline/recipes/`.
 
 Every field is documented once, by the attribute docstring under it; `python -m pipeline.config`
@@ -54,9 +54,21 @@ class ModelConfig:
     """Allow custom modelling code from the checkpoint. Off unless you turn it on."""
     attn_implementation: str = "sdpa"
     """transformers attention implementation (`sdpa`, `eager`, `flash_attention_2`)."""
+    rope_theta: float | None = None
+    """Override the checkpoint's RoPE base at load; the patched config is saved with every checkpoint.
+    SPEC §7: Qwen2.5-Math ships 4096 positions with theta 10000; its recipes use 40000 (LUFFY#9)."""
+    max_position_embeddings: int | None = None
+    """Override the checkpoint's position limit at load (SPEC §7: 16384 for Qwen2.5-Math)."""
+    chat_template_from: str | None = None
+    """Take the chat template of this tokenizer (hub id or local path) instead of the policy's own:
+    Llama-3.1-8B (base) ships none, and the reference uses Llama-3.1-8B-Instruct's (SPEC §7)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.name_or_path.strip()), "model.name_or_path", "must not be empty")
+        if self.rope_theta is not None:
+            _in_range(self.rope_theta, "model.rope_theta", 1.0)
+        if self.max_position_embeddings is not None:
+            _in_range(self.max_position_embeddings, "model.max_position_embeddings", 1)
 
 
 @dataclass
@@ -113,6 +125,15 @@ class PrefixConfig:
     """Steps the lower bound stays at `low_start` before decaying."""
     min_prefix_tokens: int = 1
     """L = max(L, min_prefix_tokens) before the |y*|-1 cap (SPEC §3)."""
+    layout: Literal["partial", "full", "hint"] = "partial"
+    """What the k demonstration slots hold. `partial`: y*[:L] with l ~ U(low_t, high), continued by the
+    policy (Prefix-RFT, SPEC §3); `full`: the whole y* and its end-of-turn, nothing generated (LUFFY's
+    off-policy member, SPEC §10); `hint`: one hint per group, y* cut at a chunk boundary, placed in the
+    prompt (UFT, SPEC §10): each of `hint_chunks` chunks is kept with probability low_t, none after
+    the horizon."""
+    hint_chunks: int = 5
+    """`hint` layout: y* is split into min(hint_chunks, |y*|) chunks; Binomial(chunks, low_t) of them
+    form the hint (UFT, SPEC §10)."""
 
     def __post_init__(self) -> None:
         _in_range(self.prompts_per_step, "prefixes.prompts_per_step", 1)
@@ -126,6 +147,7 @@ class PrefixConfig:
         _in_range(self.horizon_steps, "prefixes.horizon_steps", 0)
         _in_range(self.warmup_steps, "prefixes.warmup_steps", 0)
         _in_range(self.min_prefix_tokens, "prefixes.min_prefix_tokens", 0)
+        _in_range(self.hint_chunks, "prefixes.hint_chunks", 1)
 
 
 @dataclass
@@ -202,9 +224,19 @@ class ObjectiveConfig:
     from the on-policy members only."""
     std_scale: bool = False
     """Divide advantages by the group std (off in Dr. GRPO, SPEC §4)."""
+    prefix_loss: Literal["pg", "shaped", "nll"] = "pg"
+    """Loss on demonstration tokens. `pg`: the clipped PPO term with the trajectory's advantage, like
+    generated tokens (Prefix-RFT, SPEC §2); `shaped`: -A p/(p + shaping_gamma), no ratio, no clip
+    (LUFFY policy shaping, SPEC §10); `nll`: nll_coef x token-mean negative log-likelihood (SFT term of
+    RL-with-SFT-loss, UFT's hint loss, SFT steps)."""
+    nll_coef: float = 1.0
+    """`nll`: weight of the demonstration NLL (LUFFY's RL w/ SFT loss: 1.0; UFT's beta: 0.001)."""
+    shaping_gamma: float = 0.1
+    """`shaped`: gamma of f(p) = p/(p + gamma) (LUFFY: 0.1, SPEC §10)."""
     gate: Literal["top", "bottom", "random", "all", "none"] = "top"
-    """Entropy gate on prefix tokens (SPEC §5): keep the highest- (`top`), lowest- (`bottom`) or random-
-    entropy fraction; `all` keeps every prefix token; `none` drops prefix tokens from the loss."""
+    """Entropy gate on prefix tokens under `pg`/`shaped` (SPEC §5): keep the advantage of the highest-
+    (`top`), lowest- (`bottom`) or random-entropy fraction; `all` keeps every prefix token; `none`
+    drops prefix tokens from the loss. `nll` tokens are never gated."""
     keep_ratio: float = 0.2
     """Fraction of prefix tokens that keep their advantage under top/bottom/random (SPEC §5: 0.2)."""
     gate_scope: Literal["micro_batch", "step"] = "micro_batch"
@@ -218,6 +250,8 @@ class ObjectiveConfig:
     """Dual-clip c for negative advantages; 0 disables (SPEC §2)."""
     clip_prefix: bool = True
     """Clip prefix tokens with the same ε (`enable_clip`, SPEC §2); off leaves them unclipped."""
+    clip_continuation: bool = True
+    """Clip generated tokens; off gives -A r unclipped (LUFFY/ReLIFT `loss_remove_clip`, SPEC §10)."""
     entropy_coef: float = 0.001
     """Entropy bonus on continuation tokens only (SPEC §6, Q6)."""
     loss_agg: Literal["constant", "token_mean"] = "constant"
@@ -231,6 +265,8 @@ class ObjectiveConfig:
         _check(self.dual_clip == 0 or self.dual_clip > 1, "objective.dual_clip",
                f"must be 0 (off) or > 1, got {self.dual_clip}")
         _in_range(self.entropy_coef, "objective.entropy_coef", 0.0)
+        _in_range(self.nll_coef, "objective.nll_coef", 0.0)
+        _check(self.shaping_gamma > 0, "objective.shaping_gamma", f"must be > 0, got {self.shaping_gamma}")
 
 
 @dataclass
@@ -293,6 +329,33 @@ class UpdateConfig:
         _in_range(self.mini_batches, "update.mini_batches", 1)
         _in_range(self.micro_batch_size, "update.micro_batch_size", 1)
         _in_range(self.logprob_chunk_tokens, "update.logprob_chunk_tokens", 1)
+
+
+@dataclass
+class SFTConfig:
+    mode: Literal["off", "only", "then_rl", "replay"] = "off"
+    """Supervised steps (SPEC §9-§10). `off`: every step is RL; `only`: every step is SFT on the
+    demonstrations (the SFT baseline); `then_rl`: steps 1..`sft.steps` are SFT, the rest RL, with a
+    fresh optimizer at the switch (SFT -> RFT); `replay`: RL every step, plus an SFT step whenever
+    `sft.buffer_size` prompts the policy failed on (0 of N) have been buffered (ReLIFT)."""
+    lr: float = 1e-5
+    """Learning rate of SFT steps (`update.lr` is that of RL steps)."""
+    warmup_steps: int = 0
+    """SFT learning rate rises linearly over the first `warmup_steps` training steps, then stays."""
+    batch_size: int = 0
+    """Demonstrations per SFT step under `only` / `then_rl` (the global batch the token-level loss is
+    averaged over, SPEC §9 caveat); 0 means `prefixes.prompts_per_step`."""
+    steps: int = 0
+    """`then_rl`: how many steps the SFT phase lasts."""
+    buffer_size: int = 128
+    """`replay`: failed prompts per SFT step (ReLIFT, SPEC §10)."""
+
+    def __post_init__(self) -> None:
+        _in_range(self.lr, "sft.lr", 0.0)
+        _in_range(self.warmup_steps, "sft.warmup_steps", 0)
+        _in_range(self.batch_size, "sft.batch_size", 0)
+        _in_range(self.steps, "sft.steps", 0)
+        _in_range(self.buffer_size, "sft.buffer_size", 1)
 
 
 @dataclass
@@ -366,6 +429,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -375,6 +439,9 @@ class Config:
                f"must divide prompts_per_step x samples_per_prompt = {n_seq}")
         _check(self.prefixes.horizon_steps == 0 or self.prefixes.warmup_steps < self.prefixes.horizon_steps,
                "prefixes.warmup_steps", "must be smaller than prefixes.horizon_steps")
+        _check(self.sft.mode != "then_rl" or 0 < self.sft.steps < self.train.total_steps, "sft.steps",
+               f"under sft.mode=then_rl must be in [1, train.total_steps - 1] = [1, {self.train.total_steps - 1}], "
+               f"got {self.sft.steps}")
 
     @property
     def schedule_horizon(self) -> int:

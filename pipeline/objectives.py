@@ -1,4 +1,5 @@
-"""The Prefix-RFT objective as pure tensor functions (SPEC §2, §4, §5, §6).
+"""The Prefix-RFT objective, and the terms of its baselines, as pure tensor functions (SPEC §2, §4, §5,
+§6, §10).
 
 Token tensors use the position layout of the update batch: [B, T] where position j scores token j+1;
 masks say which positions carry a response token (`loss_mask`) and which of those are demonstration
@@ -102,6 +103,25 @@ def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
         loss = torch.where(clip_mask, loss, unclipped)
         is_clipped = is_clipped & clip_mask
     return loss, is_clipped
+
+
+def shaped_pg_loss(logp: torch.Tensor, adv: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
+    """LUFFY's policy shaping on off-policy (demonstration) tokens (SPEC §10; L:mix_core_alg.py:164-215).
+
+    l = -A f(p), f(p) = p / (p + gamma), p = pi_theta(token): the demonstrator's probability is taken as
+    1, so there is no old-policy ratio and no clip. dl/dlogp = -A gamma p / (p + gamma)^2, which is
+    largest for unlikely tokens (p near gamma) instead of vanishing like A p does.
+    logp, adv [B, T] -> loss [B, T]."""
+    p = logp.exp()  # [B, T]
+    return -adv * p / (p + gamma)
+
+
+def nll_loss(logp: torch.Tensor, mask: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Token-level negative log-likelihood of demonstration tokens, summed here and divided by
+    `num_tokens`, the count over the whole (global) batch (SPEC §2 SFT row; §9 caveat: a per-micro-batch
+    mean under gradient accumulation weights short and long micro-batches unequally).
+    logp, mask [B, T] -> scalar; micro-batch values add up to the batch value."""
+    return -(logp * mask).sum() / max(1, num_tokens)
 
 
 def aggregate(token_values: torch.Tensor, mask: torch.Tensor, mode: str, num_sequences: int,

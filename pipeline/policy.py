@@ -49,13 +49,24 @@ def resolve_model_path(cfg: ModelConfig) -> str:
 
 def model_fingerprint(path: str, cfg: ModelConfig) -> str:
     """Identity of the starting weights: file names and sizes (and config.json) of a local directory,
-    or hub id + revision."""
+    or hub id + revision; plus the load-time patches (config overrides, borrowed chat template) when
+    any is set."""
     p = Path(path)
     if p.is_dir():
         files = sorted((f.name, f.stat().st_size) for f in p.iterdir() if f.is_file() and f.name != cache.MARKER)
         config = (p / "config.json").read_text() if (p / "config.json").is_file() else ""
-        return cache.fingerprint("dir", files, config)
-    return cache.fingerprint("hub", path, cfg.revision)
+        fp = cache.fingerprint("dir", files, config)
+    else:
+        fp = cache.fingerprint("hub", path, cfg.revision)
+    patches = load_patches(cfg)
+    return cache.fingerprint(fp, patches) if patches else fp
+
+
+def load_patches(cfg: ModelConfig) -> dict[str, Any]:
+    """What the pipeline changes in the checkpoint when it loads it (documented in the recipes)."""
+    patches = {"rope_theta": cfg.rope_theta, "max_position_embeddings": cfg.max_position_embeddings,
+               "chat_template_from": cfg.chat_template_from}
+    return {k: v for k, v in patches.items() if v is not None}
 
 
 def _hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
@@ -72,15 +83,44 @@ def load_tokenizer(path: str, cfg: ModelConfig) -> Any:
                         "check the path or hub id, or that the hub is reachable") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    if cfg.chat_template_from:
+        try:
+            donor = AutoTokenizer.from_pretrained(cfg.chat_template_from, trust_remote_code=cfg.trust_remote_code)
+        except OSError as e:
+            raise UserError(f"model.chat_template_from: cannot load a tokenizer from {cfg.chat_template_from!r} "
+                            f"({e.__class__.__name__}); check the path or hub id") from None
+        if not donor.chat_template:
+            raise UserError(f"model.chat_template_from: {cfg.chat_template_from} has no chat template")
+        tok.chat_template = donor.chat_template
     return tok
+
+
+def patched_config(path: str, cfg: ModelConfig) -> Any:
+    """The checkpoint's config with `model.rope_theta` / `model.max_position_embeddings` applied, or None
+    when neither is set. Applied before the weights load, so the rotary tables are built with them
+    (SPEC §7 context extension of Qwen2.5-Math: theta 10000 -> 40000, 4096 -> 16384 positions)."""
+    if cfg.rope_theta is None and cfg.max_position_embeddings is None:
+        return None
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, **_hub_kwargs(cfg))
+    if cfg.rope_theta is not None:
+        rope = dict(getattr(config, "rope_parameters", None) or {"rope_type": "default"})
+        rope["rope_theta"] = cfg.rope_theta
+        config.rope_parameters = rope
+    if cfg.max_position_embeddings is not None:
+        config.max_position_embeddings = cfg.max_position_embeddings
+    return config
 
 
 def load_model(path: str, cfg: ModelConfig) -> Any:
     from transformers import AutoModelForCausalLM
 
     try:
+        config = patched_config(path, cfg)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                                      attn_implementation=cfg.attn_implementation,
+                                                     **({"config": config} if config is not None else {}),
                                                      **_hub_kwargs(cfg))
     except OSError as e:
         raise UserError(f"model.name_or_path: cannot load a model from {path!r} ({e.__class__.__name__}); "

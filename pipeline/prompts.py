@@ -38,3 +38,17 @@ def stop_token_ids(tokenizer: Any, model_config: Any = None) -> list[int]:
     elif isinstance(gen, (list, tuple)):
         ids.update(int(x) for x in gen)
     return sorted(ids)
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """What ends a whole demonstration (SFT rows, LUFFY's off-policy member): the tokens the chat
+    template puts right after an assistant message, trailing whitespace dropped (ChatML `<|im_end|>`,
+    Llama 3.1 `<|eot_id|>`), then the tokenizer's eos unless that already ends them, so a demonstration
+    stops where a rollout of the policy stops (ReLIFT and LUFFY append the eos to their targets)."""
+    marker = "\u2063end-of-turn-probe\u2063"
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False) if getattr(tokenizer, "chat_template", None) else ""
+    tail = text.split(marker, 1)[1].rstrip() if marker in text else ""
+    ids = list(tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail else []
+    eos = tokenizer.eos_token_id
+    return ids + [int(eos)] if eos is not None and (not ids or ids[-1] != eos) else ids

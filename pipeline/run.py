@@ -1,10 +1,11 @@
 """The orchestrator: curate once, then for every step prefixes -> generate -> reward -> update, each
-stage read from its folder when a complete output with the expected fingerprint is there.
+stage read from its folder when a complete output with the expected fingerprint is there. SFT steps
+run prefixes -> update; ReLIFT's steps add replay before the update (`pipeline.methods`).
 
 Run directory (a contract other tools rely on):
     config.yaml                      the fully resolved config
     curate/                          Arrow dataset + meta.json + _COMPLETE
-    steps/<NNNNNN>/{prefixes,generate,reward,update}/
+    steps/<NNNNNN>/{prefixes,generate,reward,[replay,]update}/   (SFT steps: prefixes, update)
     checkpoints/step-<NNNNNN>/       transformers checkpoint + tokenizer
     checkpoints/training-state-<NNNNNN>/  optimizer, scheduler, RNG, step
     metrics.jsonl                    one JSON object per step
@@ -30,7 +31,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from pipeline import cache, tracking
+from pipeline import cache, methods, tracking
 from pipeline import schema as S
 from pipeline.config import Config, dump_yaml, to_dict
 from pipeline.distributed import is_sharded, prepare_policy, rollout_model
@@ -40,13 +41,14 @@ from pipeline.lora import load_policy_model
 from pipeline.policy import (TrainState, checkpoint_dir, load_model, load_tokenizer, load_training_state,
                              model_fingerprint, prune_checkpoints, resolve_model_path,
                              save_checkpoint, training_state_dir)
-from pipeline.prompts import stop_token_ids
-from stages import curate, generate, prefixes, reward, update
+from pipeline.prompts import end_of_turn_ids, stop_token_ids
+from stages import curate, generate, prefixes, replay, reward, update
 
 log = logging.getLogger(__name__)
 
-STAGES = ("curate", "prefixes", "generate", "reward", "update")
-STAGE_MODULES = {"curate": curate, "prefixes": prefixes, "generate": generate, "reward": reward, "update": update}
+STAGES = ("curate", "prefixes", "generate", "reward", "replay", "update")
+STAGE_MODULES = {"curate": curate, "prefixes": prefixes, "generate": generate, "reward": reward, "replay": replay,
+                 "update": update}
 
 
 def make_accelerator(cfg: Config) -> Any:
@@ -78,6 +80,7 @@ class Run:
         self._metric_rows: dict[int, str] = {}
         self.state: TrainState | None = None
         self._backend = None
+        self._failed: dict[str, list[str]] = {}  # reward fingerprint -> prompts failed 0 of N (replay)
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
 
@@ -102,17 +105,20 @@ class Run:
         if stage == "curate":
             return cache.fingerprint(stage, version, asdict(c.data), self.base_fp)
         if stage == "prefixes":
-            return cache.fingerprint(stage, version, asdict(c.prefixes), c.schedule_horizon,
+            return cache.fingerprint(stage, version, asdict(methods.prefix_config(c, step)), c.schedule_horizon,
                                      c.generate.max_response_tokens, seed, step, self.fp("curate"))
         if stage == "generate":
             return cache.fingerprint(stage, version, asdict(c.generate), seed, step, self.fp("prefixes", step),
                                      self.policy_fp(step - 1))
         if stage == "reward":
             return cache.fingerprint(stage, version, asdict(c.reward), self.fp("generate", step))
+        if stage == "replay":
+            return cache.fingerprint(stage, version, c.sft.buffer_size, c.generate.max_response_tokens,
+                                     self.fp("reward", step), self.fp("curate"))
         if stage == "update":
-            return cache.fingerprint(stage, version, asdict(c.update), asdict(c.objective), c.generate.temperature,
-                                     c.generate.max_response_tokens, seed, step, self.fp("reward", step),
-                                     self.policy_fp(step - 1))
+            return cache.fingerprint(stage, version, asdict(c.update), methods.update_spec(c, step),
+                                     c.generate.temperature, c.generate.max_response_tokens, seed, step,
+                                     self.fp(methods.update_input(c, step), step), self.policy_fp(step - 1))
         raise ValueError(stage)
 
     def stage_dir(self, stage: str, step: int = 0) -> Path:
@@ -174,7 +180,7 @@ class Run:
         if stage == "curate":
             return {"model": self.base_fp}
         prev = {"prefixes": ("curate", 0), "generate": ("prefixes", step), "reward": ("generate", step),
-                "update": ("reward", step)}[stage]
+                "replay": ("reward", step), "update": (methods.update_input(self.cfg, step), step)}[stage]
         out = {prev[0]: self.fp(*prev)}
         if stage in ("generate", "update"):
             out["policy"] = self.policy_fp(step - 1)
@@ -237,6 +243,10 @@ class Run:
             self._backend.shutdown()
             self._backend = None
 
+    def end_ids(self) -> list[int]:
+        """End-of-turn tokens appended to whole demonstrations (SFT rows, LUFFY's off-policy member)."""
+        return end_of_turn_ids(self.tokenizer)
+
     def stop_ids(self) -> list[int]:
         model = self.acc.unwrap_model(self.state.model) if self.state else None
         return stop_token_ids(self.tokenizer, model.config if model is not None else None)
@@ -255,11 +265,12 @@ class Run:
 
     def run_prefixes(self, step: int, force: bool = False) -> cache.StageRecord:
         def compute():
-            ds = prefixes.run(self.require_input("curate", 0).load(), self.cfg.prefixes, step=step,
+            pcfg = methods.prefix_config(self.cfg, step)
+            ds = prefixes.run(self.require_input("curate", 0).load(), pcfg, step=step,
                               horizon=self.cfg.schedule_horizon, seed=self.cfg.train.seed,
-                              max_response_tokens=self.cfg.generate.max_response_tokens)
-            low = prefixes.low_bound(step, self.cfg.prefixes, self.cfg.schedule_horizon)
-            return ds, {"low_bound": low}
+                              max_response_tokens=self.cfg.generate.max_response_tokens, end_ids=self.end_ids())
+            low = prefixes.low_bound(step, pcfg, self.cfg.schedule_horizon)
+            return ds, {"low_bound": low, "layout": pcfg.layout}
 
         return self.cached("prefixes", step, compute, force=force)
 
@@ -290,24 +301,48 @@ class Run:
 
         return self.cached("reward", step, compute, force=force)
 
-    def run_update(self, step: int, force: bool = False, require_checkpoint: bool = False) -> cache.StageRecord:
-        state_holder: dict[str, Any] = {}
+    def run_replay(self, step: int, force: bool = False) -> cache.StageRecord:
+        """ReLIFT's buffer (stages/replay.py): rebuilt from the reward datasets of steps 1..step."""
+        if "replay" not in methods.step_stages(self.cfg, step):
+            raise UserError(f"step {step} of this run has no replay stage (sft.mode={self.cfg.sft.mode!r})")
 
         def compute():
-            src = self.require_input("reward", step).load()
+            failed = []
+            for s in range(1, step + 1):
+                fp = self.fp("reward", s)
+                if fp not in self._failed:
+                    self._failed[fp] = replay.failed_prompts(self.require_input("reward", s).load())
+                failed.append(self._failed[fp])
+            return replay.run(self.require_input("curate", 0).load(), failed, buffer_size=self.cfg.sft.buffer_size,
+                              step=step, max_response_tokens=self.cfg.generate.max_response_tokens,
+                              end_ids=self.end_ids())
+
+        return self.cached("replay", step, compute, force=force)
+
+    def run_update(self, step: int, force: bool = False, require_checkpoint: bool = False) -> cache.StageRecord:
+        state_holder: dict[str, Any] = {}
+        sft_step = methods.is_sft_step(self.cfg, step)
+
+        def compute():
+            src = self.require_input("reward" if not sft_step else "prefixes", step).load()
+            sft_src = src if sft_step else (self.require_input("replay", step).load()
+                                             if self.cfg.sft.mode == "replay" else None)
             state = self.load_policy(step - 1, with_optimizer=True)
             if self._backend is not None:
                 self._backend.release()  # a colocated engine frees its KV cache and weights for the update
             t0 = time.perf_counter()
-            ds, stats = update.run(src, self.cfg.update, self.cfg.objective, policy=state, accelerator=self.acc,
-                                   pad_id=self.tokenizer.pad_token_id, temperature=self.cfg.generate.temperature,
+            ds, stats = update.run(None if sft_step else src, self.cfg.update, self.cfg.objective, policy=state,
+                                   accelerator=self.acc, pad_id=self.tokenizer.pad_token_id,
+                                   temperature=self.cfg.generate.temperature,
                                    max_response_tokens=self.cfg.generate.max_response_tokens,
-                                   seed=self.cfg.train.seed, step=step)
+                                   seed=self.cfg.train.seed, step=step, sft_ds=sft_src,
+                                   sft_lr=methods.sft_lr(self.cfg, step),
+                                   fresh_optimizer=methods.fresh_optimizer(self.cfg, step))
             seconds = time.perf_counter() - t0
             check_logprob_mismatch(stats, self.cfg.generate, step)
-            ids = S.column_lists(src, S.PROMPT_IDS, S.PREFIX_IDS, S.COMPLETION_IDS)
-            tokens = sum(len(p) + len(f) + len(c) for p, f, c in zip(*ids.values()))
-            stats.update(_step_summary(src), tokens=tokens, tokens_per_s=round(tokens / seconds, 1))
+            tokens = _tokens(src) + (_tokens(sft_src) if sft_src is not None and not sft_step else 0)
+            stats.update({} if sft_step else _step_summary(src), tokens=tokens,
+                         tokens_per_s=round(tokens / seconds, 1), phase="sft" if sft_step else "rl")
             state.step, state.policy_fp = step, self.policy_fp(step)
             save_checkpoint(self.acc, state, self.tokenizer, self.out,
                             {"seed": self.cfg.train.seed, "sampler_position": step * self.cfg.prefixes.prompts_per_step})
@@ -343,7 +378,7 @@ class Run:
             if step not in self._metric_rows:
                 meta = cache.read_stage(self.stage_dir("update", step)).meta
                 row = {"step": step, **meta["stats"]}
-                for stage in ("prefixes", "generate", "reward"):
+                for stage in methods.step_stages(self.cfg, step)[:-1]:
                     row[f"seconds_stage_{stage}"] = cache.read_stage(self.stage_dir(stage, step)).meta["stats"].get("seconds")
                 self._metric_rows[step] = json.dumps(row, sort_keys=True)
         lines = [self._metric_rows[s] for s in range(1, last_step + 1)]
@@ -367,6 +402,12 @@ def _merge_shards(acc: Any, src: Dataset, rows: list[int], part: Dataset) -> Dat
             by_row[r] = {c: v[k] for c, v in cols.items()}
     merged = {c: [by_row[r][c] for r in range(len(src))] for c in pieces[0][1]}
     return S.make_dataset(merged)
+
+
+def _tokens(ds: Dataset) -> int:
+    """Prompt + demonstration + completion tokens of a stage's rows."""
+    cols = [c for c in (S.PROMPT_IDS, S.PREFIX_IDS, S.COMPLETION_IDS) if c in ds.column_names]
+    return sum(len(x) for col in S.column_lists(ds, *cols).values() for x in col)
 
 
 def _step_summary(ds: Dataset) -> dict[str, float]:
@@ -441,14 +482,17 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
     bar = tqdm(total=cfg.train.total_steps, initial=start, desc="steps", disable=not acc.is_main_process)
     for step in range(start + 1, cfg.train.total_steps + 1):
         t = time.time()
-        for stage in ("prefixes", "generate", "reward", "update"):
+        for stage in methods.step_stages(cfg, step):
             bar.set_postfix_str(stage)
             record = getattr(run, f"run_{stage}")(step, **({"require_checkpoint": True} if stage == "update" else {}))
         stats = record.meta["stats"]
         run.write_metrics(step)
         tracking.log_step(acc, stats, step)
         bar.update(1)
-        if acc.is_main_process:
+        if acc.is_main_process and stats.get("phase") == "sft":
+            log.info("step %d/%d  SFT  nll %.4f  grad %.3f  lr %.2e  %.1fs", step, cfg.train.total_steps,
+                     stats["demo_nll"], stats["grad_norm"], stats["lr"], time.time() - t)
+        elif acc.is_main_process:
             log.info("step %d/%d  reward %.3f (hybrid %s)  prefix %s  loss %.4f  grad %.3f  clip %.3f  %.1fs",
                      step, cfg.train.total_steps, stats["reward_mean"], _fmt(stats.get("reward_hybrid")),
                      _fmt(stats.get("prefix_ratio_mean")), stats["loss"], stats["grad_norm"], stats["clip_frac"],
@@ -487,7 +531,7 @@ def _summary(run: Run, base: dict, final: dict, seconds: float) -> dict[str, Any
         "eval": {name: {"base": base.get(name), "final": final.get(name)} for name in set(base) | set(final)},
         "reward_first_quarter": first, "reward_last_quarter": last,
         "reward_on_policy_first_quarter": on_first, "reward_on_policy_last_quarter": on_last,
-        "rewards": [r["reward_mean"] for r in rows],
+        "rewards": [r["reward_mean"] for r in rows if "reward_mean" in r],
         "final_checkpoint": str(checkpoint_dir(run.out, T)), "metrics": str(run.out / "metrics.jsonl"),
         "eval_dir": str(run.out / "eval"),
     }

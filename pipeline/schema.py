@@ -1,8 +1,8 @@
 """Column names shared by the stages, and the check each stage runs on entry and exit.
 
 curate    ID, SOURCE, LEVEL, PROBLEM, PROMPT, DEMONSTRATION, ANSWER, DEMO_VERIFIED, PROMPT_IDS, DEMO_IDS
-prefixes  ID, SOURCE, LEVEL, ANSWER, PROMPT_IDS, STEP, GROUP_ID, SLOT, IS_HYBRID, PREFIX_IDS,
-          PREFIX_LEN, PREFIX_RATIO, PREFIX_RATIO_DRAWN
+prefixes  ID, SOURCE, LEVEL, ANSWER, PROMPT_IDS, STEP, GROUP_ID, SLOT, IS_HYBRID, IS_DEMO, HINT_LEN,
+          PREFIX_IDS, PREFIX_LEN, PREFIX_RATIO, PREFIX_RATIO_DRAWN
 generate  + COMPLETION_IDS, COMPLETION_LOGPROBS, FINISH_REASON
 reward    + RESPONSE_TEXT, EXTRACTED_ANSWER, REWARD, REWARD_STATUS
 update    STEP, GROUP_ID, SLOT, IS_HYBRID, REWARD, ADVANTAGE, + per-sequence statistics
@@ -37,6 +37,8 @@ PREFIX_IDS = "prefix_ids"  # y*[:L]
 PREFIX_LEN = "prefix_len"  # L
 PREFIX_RATIO = "prefix_ratio"  # realised L / |y*|
 PREFIX_RATIO_DRAWN = "prefix_ratio_drawn"  # l ~ U(low_t, high)
+IS_DEMO = "is_demo"  # the slot is the whole demonstration + end of turn: nothing is generated for it
+HINT_LEN = "hint_len"  # the last HINT_LEN tokens of PROMPT_IDS are a demonstration hint (UFT)
 
 # generate
 COMPLETION_IDS = "completion_ids"  # policy continuation after the prefix
@@ -59,7 +61,7 @@ FEATURES = {
     PROMPT: List({"role": Value("string"), "content": Value("string")}), DEMONSTRATION: Value("string"),
     ANSWER: Value("string"), DEMO_VERIFIED: Value("bool"), PROMPT_IDS: _IDS, DEMO_IDS: _IDS,
     STEP: _INT, GROUP_ID: _INT, SLOT: _INT, IS_HYBRID: Value("bool"), PREFIX_IDS: _IDS, PREFIX_LEN: _INT,
-    PREFIX_RATIO: Value("float64"), PREFIX_RATIO_DRAWN: Value("float64"),
+    PREFIX_RATIO: Value("float64"), PREFIX_RATIO_DRAWN: Value("float64"), IS_DEMO: Value("bool"), HINT_LEN: _INT,
     COMPLETION_IDS: _IDS, COMPLETION_LOGPROBS: List(Value("float32")), FINISH_REASON: Value("string"),
     RESPONSE_TEXT: Value("string"), EXTRACTED_ANSWER: Value("string"), REWARD: Value("float32"),
     REWARD_STATUS: Value("string"), ADVANTAGE: Value("float32"),

@@ -1,6 +1,6 @@
 """Re-run one stage of a run on its cached inputs.
 
-    python -m pipeline.stage <curate|prefixes|generate|reward|update> --output-dir runs/qs --step N [--force]
+    python -m pipeline.stage <curate|prefixes|generate|reward|replay|update> --output-dir runs/qs --step N [--force]
 
 Without --force a complete cached output is reused (and reported); with it the stage is recomputed
 from its cached inputs and rewritten. The run's own config.yaml is used.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 
-STAGE_NAMES = ("curate", "prefixes", "generate", "reward", "update")
+STAGE_NAMES = ("curate", "prefixes", "generate", "reward", "replay", "update")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +48,7 @@ def run_stage(stage: str, output_dir: Path, step: int | None, force: bool):
     if not config_path.is_file():
         raise UserError(f"{output_dir} is not a run directory ({config_path} is missing); start one with "
                         "python -m pipeline.train --config <recipe> --output-dir DIR")
+    from pipeline import methods
     from pipeline.config import load_config
     from pipeline.run import Run, make_accelerator
 
@@ -56,6 +57,9 @@ def run_stage(stage: str, output_dir: Path, step: int | None, force: bool):
         step = 0
     elif step is None or not 1 <= step <= cfg.train.total_steps:
         raise UserError(f"--step {step} does not exist: this run has steps 1..{cfg.train.total_steps}")
+    elif stage not in methods.step_stages(cfg, step):
+        raise UserError(f"step {step} of this run has no {stage} stage (it runs "
+                        f"{' -> '.join(methods.step_stages(cfg, step))})")
     run = Run(cfg, output_dir, make_accelerator(cfg))
     before = run.complete(stage, step)
     method = getattr(run, f"run_{stage}")

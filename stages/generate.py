@@ -3,7 +3,9 @@
 Input: the prefixes dataset. Output adds completion_ids (continuation only, the stop token included
 when one was produced), completion_logprobs (engine log-prob of each token) and finish_reason. The
 continuation budget is L_max - L, so prefix + continuation never exceeds L_max (SPEC §3 "Ours").
-Each row samples from its own seed, derived from (run seed, step, row).
+Each row samples from its own seed, derived from (run seed, step, row). Rows that already hold a
+whole demonstration (`is_demo`, LUFFY's off-policy member) are not sent to the engine: their
+completion is empty with finish_reason "demo".
 
     python -m pipeline.stage generate --output-dir runs/qs --step 3 --force
 """
@@ -13,12 +15,12 @@ from __future__ import annotations
 from datasets import Dataset
 
 from pipeline import schema as S
-from pipeline.backends import GenerationRequest, RolloutBackend, SamplingParams
+from pipeline.backends import Completion, GenerationRequest, RolloutBackend, SamplingParams
 from pipeline.config import GenerateConfig
 from pipeline.seeding import derive_seed
 
-STAGE_VERSION = 1  # 1: token-space prompt + prefix, per-row seeds
-REQUIRES = (S.PROMPT_IDS, S.PREFIX_IDS)
+STAGE_VERSION = 2  # 2: whole-demonstration rows (is_demo) pass through ungenerated
+REQUIRES = (S.PROMPT_IDS, S.PREFIX_IDS, S.IS_DEMO)
 PRODUCES = (S.COMPLETION_IDS, S.COMPLETION_LOGPROBS, S.FINISH_REASON)
 
 
@@ -34,8 +36,11 @@ def run(ds: Dataset, cfg: GenerateConfig, *, backend: RolloutBackend, stop_token
         seed: int, step: int) -> Dataset:
     S.require_columns(ds, REQUIRES, "generate")
     requests = build_requests(ds, cfg, seed=seed, step=step)
+    todo = [i for i, demo in enumerate(S.column_lists(ds, S.IS_DEMO)[S.IS_DEMO]) if not demo]
     sampling = SamplingParams(cfg.temperature, cfg.top_p, cfg.top_k, stop_token_ids)
-    completions = backend.generate(requests, sampling)
+    completions: list = [Completion([], [], "demo") for _ in requests]
+    for i, c in zip(todo, backend.generate([requests[i] for i in todo], sampling) if todo else []):
+        completions[i] = c
     cols = ds.to_dict()
     cols[S.COMPLETION_IDS] = [c.token_ids for c in completions]
     cols[S.COMPLETION_LOGPROBS] = [c.logprobs for c in completions]

@@ -1,11 +1,18 @@
 """prefixes: pick the step's prompts and lay out N slots per prompt, k of them hybrid (SPEC §3).
 
 For step t (1-based) a seeded sampler that walks epochs picks B prompts. Each prompt gets N slots;
-the last k are hybrid: they draw l ~ U(low_t, high), and their prefix is the first
-L = min(max(floor(l * |y*|), min_prefix_tokens), |y*| - 1, L_max - 1) tokens of the demonstration.
+the last k hold demonstration tokens, as `prefixes.layout` says:
+- `partial` (Prefix-RFT, SPEC §3): l ~ U(low_t, high), prefix = the first
+  L = min(max(floor(l * |y*|), min_prefix_tokens), |y*| - 1, L_max - 1) tokens of y*;
+- `full` (LUFFY's off-policy member, SPEC §10; SFT rows): prefix = y* + end of turn (cut at L_max),
+  `is_demo` set, nothing is generated;
+- `hint` (UFT, SPEC §10): one hint per group, y*[:round(c/n |y*|)] with c ~ Binomial(n, p_t),
+  n = min(hint_chunks, |y*|), p_t = low_t up to the horizon and 0 after it; appended to the prompt
+  ids (`hint_len` says how many of them are hint), so the response graded is the continuation only.
 
 Input: the curate dataset. Output, one row per slot: id, source, level, answer, prompt_ids, step,
-group_id, slot, is_hybrid, prefix_ids, prefix_len, prefix_ratio (realised L/|y*|), prefix_ratio_drawn.
+group_id, slot, is_hybrid, is_demo, hint_len, prefix_ids, prefix_len, prefix_ratio (realised share of
+y* shown), prefix_ratio_drawn (l, 1.0, or p_t).
 
     python -m pipeline.stage prefixes --output-dir runs/qs --step 3 --force
 """
@@ -20,10 +27,10 @@ from datasets import Dataset
 from pipeline import schema as S
 from pipeline.config import PrefixConfig
 
-STAGE_VERSION = 1  # 1: epoch-walking sampler, last-k hybrid slots
+STAGE_VERSION = 2  # 2: layouts partial / full / hint, is_demo and hint_len columns
 REQUIRES = (S.ID, S.SOURCE, S.LEVEL, S.ANSWER, S.PROMPT_IDS, S.DEMO_IDS)
 PRODUCES = (S.ID, S.SOURCE, S.LEVEL, S.ANSWER, S.PROMPT_IDS, S.STEP, S.GROUP_ID, S.SLOT, S.IS_HYBRID,
-            S.PREFIX_IDS, S.PREFIX_LEN, S.PREFIX_RATIO, S.PREFIX_RATIO_DRAWN)
+            S.IS_DEMO, S.HINT_LEN, S.PREFIX_IDS, S.PREFIX_LEN, S.PREFIX_RATIO, S.PREFIX_RATIO_DRAWN)
 
 
 def low_bound(step: int, cfg: PrefixConfig, horizon: int) -> float:
@@ -76,31 +83,62 @@ def _epoch_permutation(num_rows: int, seed: int, epoch: int) -> np.ndarray:
     return _PERM_CACHE[key]
 
 
-def run(ds: Dataset, cfg: PrefixConfig, *, step: int, horizon: int, seed: int,
-        max_response_tokens: int) -> Dataset:
+def hint_length(demo_len: int, kept_chunks: int, chunks: int) -> int:
+    """Tokens of y* in a hint of `kept_chunks` of min(chunks, |y*|) chunks: the chunk boundaries are
+    round(j / n * |y*|) (Python rounding, as UFT's rl_dataset.py), the last one |y*|."""
+    n = min(chunks, demo_len)
+    if n == 0 or kept_chunks <= 0:
+        return 0
+    return demo_len if kept_chunks >= n else round(kept_chunks / n * demo_len)
+
+
+def hint_probability(step: int, cfg: PrefixConfig, horizon: int) -> float:
+    """p_t of the `hint` layout: the lower bound low_t up to the horizon, 0 after it (UFT gives no hint
+    past T_hint; SPEC §10)."""
+    return low_bound(step, cfg, horizon) if step <= horizon else 0.0
+
+
+def run(ds: Dataset, cfg: PrefixConfig, *, step: int, horizon: int, seed: int, max_response_tokens: int,
+        end_ids: list[int] | tuple[int, ...] = ()) -> Dataset:
+    """`end_ids`: the chat template's end-of-turn tokens, appended to whole demonstrations (`full`)."""
     S.require_columns(ds, REQUIRES, "prefixes")
     if len(ds) == 0:
         raise ValueError("prefixes: the curated dataset is empty")
     picks = sample_prompt_indices(len(ds), step, cfg.prompts_per_step, seed)
     rows = ds.select(picks).to_dict()
     low = low_bound(step, cfg, horizon)
+    p_hint = hint_probability(step, cfg, horizon)
     rng = np.random.default_rng([seed, step, 0x9F1])
     n, k = cfg.samples_per_prompt, cfg.hybrids_per_prompt
     out: dict[str, list] = {c: [] for c in PRODUCES}
     for g in range(len(picks)):
         demo = rows[S.DEMO_IDS][g]
+        hint: list[int] = []
+        if cfg.layout == "hint":  # one draw per group: the hint is shared by the group's slots
+            hint = list(demo[:hint_length(len(demo), int(rng.binomial(min(cfg.hint_chunks, len(demo)), p_hint)),
+                                          cfg.hint_chunks)])
         for slot in range(n):
             hybrid = slot >= n - k
-            drawn = float(low + (cfg.high - low) * rng.random()) if hybrid else 0.0
-            length = prefix_length(drawn, len(demo), cfg.min_prefix_tokens, max_response_tokens) if hybrid else 0
-            for col in (S.ID, S.SOURCE, S.LEVEL, S.ANSWER, S.PROMPT_IDS):
+            prompt, prefix, drawn = list(rows[S.PROMPT_IDS][g]), [], 0.0
+            if hybrid and cfg.layout == "partial":
+                drawn = float(low + (cfg.high - low) * rng.random())
+                prefix = list(demo[:prefix_length(drawn, len(demo), cfg.min_prefix_tokens, max_response_tokens)])
+            elif hybrid and cfg.layout == "full":
+                drawn, prefix = 1.0, (list(demo) + list(end_ids))[:max_response_tokens]
+            elif hybrid:
+                drawn, prompt = p_hint, prompt + hint
+            shown = min(len(prefix), len(demo)) + (len(hint) if hybrid and cfg.layout == "hint" else 0)
+            for col in (S.ID, S.SOURCE, S.LEVEL, S.ANSWER):
                 out[col].append(rows[col][g])
+            out[S.PROMPT_IDS].append(prompt)
             out[S.STEP].append(step)
             out[S.GROUP_ID].append(g)
             out[S.SLOT].append(slot)
             out[S.IS_HYBRID].append(hybrid)
-            out[S.PREFIX_IDS].append(list(demo[:length]))
-            out[S.PREFIX_LEN].append(length)
-            out[S.PREFIX_RATIO].append(length / len(demo) if demo else 0.0)
+            out[S.IS_DEMO].append(hybrid and cfg.layout == "full")
+            out[S.HINT_LEN].append(len(hint) if hybrid else 0)
+            out[S.PREFIX_IDS].append(prefix)
+            out[S.PREFIX_LEN].append(len(prefix))
+            out[S.PREFIX_RATIO].append(shown / len(demo) if demo else 0.0)
             out[S.PREFIX_RATIO_DRAWN].append(drawn)
     return S.make_dataset(out)

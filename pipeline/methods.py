@@ -1,0 +1,84 @@
+"""What one training step runs, for every method of the paper's comparison (SPEC §9, §10).
+
+A method is not a code path of its own: it is a combination of three settings, each read by the stage
+it concerns, so that every baseline shares the one update loop and the one implementation of each
+formula in `pipeline/objectives.py`:
+
+- `prefixes.layout` (prefixes stage): what the k demonstration slots of a group hold;
+- `objective.prefix_loss` (update stage): which term demonstration tokens receive;
+- `sft.mode` (this module): whether a step is RL, SFT, or RL followed by an SFT step on replayed
+  failures.
+
+| recipe          | sft.mode | layout  | prefix_loss | other settings                                          |
+|-----------------|----------|---------|-------------|---------------------------------------------------------|
+| quickstart      | off      | partial | pg          | Prefix-RFT: k=1, top-20% entropy gate (SPEC §2-§6)      |
+| rft             | off      | -       | -           | k=0: Dr. GRPO (SPEC §4)                                 |
+| sft             | only     | full    | nll         | token-level loss over the global batch (SPEC §9 caveat) |
+| sft-then-rft    | then_rl  | full/-  | nll/-       | SFT phase, fresh optimizer, then RFT                    |
+| rl-sft-loss     | off      | full    | nll         | advantage exclude_hybrid, unclipped (LUFFY's baseline)  |
+| luffy           | off      | full    | shaped      | gamma 0.1, gate all, unclipped on-policy tokens         |
+| uft             | off      | hint    | nll         | k=N, beta 0.001, hint horizon 0.6 T (SPEC §10)          |
+| relift          | replay   | -       | -           | k=0; SFT step per buffer of 0-of-N prompts (SPEC §10)   |
+
+The step's stages: an RL step runs prefixes -> generate -> reward -> update (ReLIFT adds `replay`
+before the update); an SFT step runs prefixes -> update, its prefixes stage laying out
+`sft.batch_size` prompts with their whole demonstration as the only slot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pipeline.config import Config, PrefixConfig
+
+RL_STAGES = ("prefixes", "generate", "reward", "update")
+REPLAY_STAGES = ("prefixes", "generate", "reward", "replay", "update")
+SFT_STAGES = ("prefixes", "update")
+
+
+def is_sft_step(cfg: Config, step: int) -> bool:
+    """Every step under `sft.mode=only`; the first `sft.steps` under `then_rl`."""
+    return cfg.sft.mode == "only" or (cfg.sft.mode == "then_rl" and step <= cfg.sft.steps)
+
+
+def step_stages(cfg: Config, step: int) -> tuple[str, ...]:
+    """The stages step `step` runs, in order; the last is always `update`."""
+    if is_sft_step(cfg, step):
+        return SFT_STAGES
+    return REPLAY_STAGES if cfg.sft.mode == "replay" else RL_STAGES
+
+
+def update_input(cfg: Config, step: int) -> str:
+    """The stage whose rows the update trains on."""
+    return step_stages(cfg, step)[-2]
+
+
+def prefix_config(cfg: Config, step: int) -> PrefixConfig:
+    """The prefixes section step `step` runs with: an SFT step lays out `sft.batch_size` (default
+    `prefixes.prompts_per_step`) prompts, each with its whole demonstration as its only slot."""
+    if not is_sft_step(cfg, step):
+        return cfg.prefixes
+    return dataclasses.replace(cfg.prefixes, prompts_per_step=cfg.sft.batch_size or cfg.prefixes.prompts_per_step,
+                               samples_per_prompt=1, hybrids_per_prompt=1, layout="full")
+
+
+def sft_lr(cfg: Config, step: int) -> float:
+    """Learning rate of an SFT step: `sft.lr`, warmed up linearly over the first `sft.warmup_steps`
+    training steps."""
+    warm = cfg.sft.warmup_steps
+    return cfg.sft.lr * (min(1.0, step / warm) if warm else 1.0)
+
+
+def fresh_optimizer(cfg: Config, step: int) -> bool:
+    """The first RL step after an SFT phase starts with a new optimizer, as the second run of the
+    reference's two-run SFT -> RL would."""
+    return cfg.sft.mode == "then_rl" and step == cfg.sft.steps + 1
+
+
+def update_spec(cfg: Config, step: int) -> dict[str, Any]:
+    """Everything of the method the update of step `step` depends on (its fingerprint hashes this)."""
+    sft = is_sft_step(cfg, step) or cfg.sft.mode == "replay"
+    return {"phases": "sft" if is_sft_step(cfg, step) else ("rl+sft" if sft else "rl"),
+            "objective": dataclasses.asdict(cfg.objective), "sft_lr": sft_lr(cfg, step) if sft else None,
+            "fresh_optimizer": fresh_optimizer(cfg, step)}
