@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from evaluation.choice import LETTERS, LUFFY_SYSTEM_PROMPT, canonical, format_choices, parse_choices
-from pipeline.datafiles import MISSING, get_path, read_hub, read_records
+from pipeline.datafiles import MISSING, get_path, read_hub, read_records, reference_text
 from pipeline.errors import UserError
 from pipeline.rewards import last_boxed
 
@@ -87,21 +87,6 @@ class Suite:
 
 # ---------------------------------------------------------------------------------------------------
 # reference answers
-
-
-def reference_text(value: Any) -> str | None:
-    """A reference answer as a string: numbers without a spurious `.0`, the first entry of a list
-    (OlympiadBench's `final_answer`), None when missing or empty."""
-    if isinstance(value, list):
-        return reference_text(value[0]) if value else None
-    if isinstance(value, bool) or value is None or value is MISSING:
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    text = str(value).strip()
-    return text or None
 
 
 def _first(row: dict[str, Any], paths: tuple[str, ...]) -> Any:

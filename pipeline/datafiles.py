@@ -156,3 +156,18 @@ def require_mapped_columns(records: list[dict[str, Any] | None], mapping: dict[s
     if missing:
         raise UserError(f"{where}: missing mapped column(s) {', '.join(missing)}; the file has columns "
                         f"{columns_of(records)}. Map each field to one of them in the source's column mapping")
+
+
+def reference_text(value: Any) -> str | None:
+    """A reference answer as a string: numbers without a spurious `.0`, the first entry of a list
+    (OlympiadBench's `final_answer`), None when missing or empty."""
+    if isinstance(value, list):
+        return reference_text(value[0]) if value else None
+    if isinstance(value, bool) or value is None or value is MISSING:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    text = str(value).strip()
+    return text or None
