@@ -12,7 +12,7 @@
 | arc_c | 1,172 | allenai/ai2_arc, ARC-Challenge, test | arc_challenge.parquet, valid.arc_c.parquet | `answerKey` / `reward_model.ground_truth` |
 | gpqa_diamond | 198 | Idavidrein/gpqa, gpqa_diamond, train (gated) | gpqa_diamond.parquet, valid.gpqa.parquet | the correct option's letter |
 | mmlu_pro | 12,032 | TIGER-Lab/MMLU-Pro, test | mmlu_pro_test.parquet, valid.mmlu_pro.parquet | `answer` (A-J) |
-| toy | 600 | the embedded task's held-out split | - | the task's answer |
+| toy | 527 | the embedded task's held-out split (up to 100 distinct problems per level 1-6; level 1 has fewer) | - | the task's answer |
 
 Groups: `math` = the six benchmarks of the paper's headline (aime24, aime25, amc, math500, minerva,
 olympiadbench); `general` = arc_c, gpqa_diamond, mmlu_pro. `amc23` is the 40-problem AMC 2023 set, not
@@ -284,7 +284,7 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
            ("gpqa_diamond.parquet", "valid.gpqa.parquet"), "GPQA-Diamond, 198 questions"),
     _suite("mmlu_pro", "choice", choice_item, ("TIGER-Lab/MMLU-Pro", None, "test"),
            ("mmlu_pro_test.parquet", "valid.mmlu_pro.parquet"), "MMLU-Pro test, 12,032 questions, options A-J"),
-    Suite("toy", "math", "held-out split of the embedded task, 100 problems per level 1-6", loader=_load_toy),
+    Suite("toy", "math", "held-out split of the embedded task, up to 100 problems per level 1-6 (527)", loader=_load_toy),
 ]}
 GROUPS: dict[str, list[str]] = {
     "math": ["aime24", "aime25", "amc", "math500", "minerva", "olympiadbench"],
