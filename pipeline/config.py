@@ -61,8 +61,26 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "toy"
-    """Where demonstrations come from. `toy`: the embedded procedural task."""
+    source: Literal["toy", "files"] = "toy"
+    """Where demonstrations come from. `toy`: the embedded procedural task; `files`: `data.sources`."""
+    sources: list[dict[str, str]] = field(default_factory=list)
+    """Real training sources when `source: files`: mappings with `path`, `format`, `weight`, ... (see
+    pipeline/sources.py)."""
+    seed: int = 0
+    """Seed of the per-source `weight` samples and of `prompt_fraction`."""
+    prompt_fraction: float = 1.0
+    """Fraction of the curated prompts kept (seeded sample after all filters; data-volume ablation, SPEC Q10)."""
+    dedup: bool = True
+    """Drop exact and near-exact duplicate problems (normalised text; the first occurrence is kept)."""
+    decontaminate: list[str] = field(default_factory=lambda: ["math", "general"])
+    """Evaluation suites (or groups) real sources are decontaminated against (pipeline/decontam.py); [] for
+    none. Not applied to the toy source, which is disjoint from every suite."""
+    eval_data_dir: str | None = None
+    """Local copies of the evaluation suites for decontamination (the `--data-dir` layout); None: hub ids."""
+    decontam_ngram: int = 32
+    """n of the character n-grams of normalised problem text compared for contamination."""
+    decontam_threshold: float = 0.5
+    """A training problem holding at least this fraction of an evaluation problem's n-grams is dropped."""
     toy_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     """Toy task difficulty levels to train on (level k = k+1 operands)."""
     toy_problems_per_level: int = 2000
@@ -82,7 +100,10 @@ class DataConfig:
     with `demo_verified=False`."""
 
     def __post_init__(self) -> None:
-        _check(self.source == "toy", "data.source", f"unknown source {self.source!r}; allowed: 'toy'")
+        _check(self.source == "toy" or bool(self.sources), "data.sources", "source `files` needs at least one source")
+        _in_range(self.prompt_fraction, "data.prompt_fraction", 0.0, 1.0)
+        _in_range(self.decontam_ngram, "data.decontam_ngram", 1)
+        _in_range(self.decontam_threshold, "data.decontam_threshold", 0.0, 1.0)
         _check(len(self.toy_levels) > 0, "data.toy_levels", "must name at least one level")
         for lv in self.toy_levels:
             _in_range(lv, "data.toy_levels[]", 1, 12)
