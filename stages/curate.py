@@ -173,3 +173,67 @@ def _verify_and_tokenize(rows: dict[str, list], keep: list[int], cfg: DataConfig
         out[S.PROMPT_IDS].append(prompt_ids)
         out[S.DEMO_IDS].append(demo_ids)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# standalone curation with a printed report
+
+
+def report_table(report: dict[str, Any]) -> str:
+    """The curation report as a markdown table: rows per source, drops per reason, rows out, lengths."""
+    lines = ["| step | rows |", "|---|---|"]
+    for name, c in report.get("sources", {}).items():
+        lines.append(f"| source `{name}`: read | {c['rows_read']} |")
+        lines += [f"| source `{name}`: {k} | {v} |" for k, v in c.items() if k.startswith("dropped_") and v]
+        lines.append(f"| source `{name}`: kept | {c['rows_kept']} |")
+    lines.append(f"| **rows in** | **{report['rows_in']}** |")
+    lines += [f"| {k} | {v} |" for k, v in report.items() if k.startswith(("dropped_", "flagged_"))]
+    lines.append(f"| **rows out** | **{report['rows_out']}** |")
+    by_suite: dict[str, int] = {}
+    for m in report.get("contaminated", []):
+        by_suite[m["suite"]] = by_suite.get(m["suite"], 0) + 1
+    lines += [f"| contaminated by `{s}` | {n} |" for s, n in sorted(by_suite.items())]
+    for key in ("prompt_tokens", "demo_tokens"):
+        if report.get(key):
+            lines.append(f"| {key} " + " ".join(f"{q}={v}" for q, v in report[key].items()) + " | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m stages.curate --config RECIPE --output-dir DIR [section.field=value ...]: curate the
+    recipe's data alone; writes DIR/curate (Arrow dataset, meta.json, stats.json) and prints the report."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    from pipeline import cache
+    from pipeline.config import load_config, to_dict
+    from pipeline.errors import UserError
+    from pipeline.logs import setup_logging
+    from pipeline.policy import load_tokenizer, resolve_model_path
+
+    ap = argparse.ArgumentParser(prog="python -m stages.curate", description=main.__doc__)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--output-dir", required=True)
+    ap.add_argument("overrides", nargs="*", help="section.field=value")
+    args = ap.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = load_config(args.config, args.overrides)
+        tokenizer = load_tokenizer(resolve_model_path(cfg.model), cfg.model)
+        report: dict[str, Any] = {}
+        ds = run(load_source(cfg.data, report), cfg.data, tokenizer=tokenizer, report=report)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    fp = cache.fingerprint(STAGE_VERSION, to_dict(cfg.data), cfg.model.name_or_path)
+    stats = json.dumps(report, indent=1, sort_keys=True)
+    cache.write_stage(Path(args.output_dir) / "curate", fp, ds, {"stats": report},
+                      extra=lambda tmp: (tmp / "stats.json").write_text(stats))
+    print(report_table(report), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
