@@ -73,8 +73,26 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "toy"
-    """Where demonstrations come from. `toy`: the embedded procedural task."""
+    source: Literal["toy", "files"] = "toy"
+    """Where demonstrations come from. `toy`: the embedded procedural task; `files`: `data.sources`."""
+    sources: list[dict[str, str]] = field(default_factory=list)
+    """Real training sources when `source: files`: mappings with `path`, `format`, `weight`, ... (see
+    pipeline/sources.py)."""
+    seed: int = 0
+    """Seed of the per-source `weight` samples and of `prompt_fraction`."""
+    prompt_fraction: float = 1.0
+    """Fraction of the curated prompts kept (seeded sample after all filters; data-volume ablation, SPEC Q10)."""
+    dedup: bool = True
+    """Drop exact and near-exact duplicate problems (normalised text; the first occurrence is kept)."""
+    decontaminate: list[str] = field(default_factory=lambda: ["math", "general"])
+    """Evaluation suites (or groups) real sources are decontaminated against (pipeline/decontam.py); [] for
+    none. Not applied to the toy source, which is disjoint from every suite."""
+    eval_data_dir: str | None = None
+    """Local copies of the evaluation suites for decontamination (the `--data-dir` layout); None: hub ids."""
+    decontam_ngram: int = 32
+    """n of the character n-grams of normalised problem text compared for contamination."""
+    decontam_threshold: float = 0.5
+    """A training problem holding at least this fraction of an evaluation problem's n-grams is dropped."""
     toy_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     """Toy task difficulty levels to train on (level k = k+1 operands)."""
     toy_problems_per_level: int = 2000
@@ -94,7 +112,10 @@ class DataConfig:
     with `demo_verified=False`."""
 
     def __post_init__(self) -> None:
-        _check(self.source == "toy", "data.source", f"unknown source {self.source!r}; allowed: 'toy'")
+        _check(self.source == "toy" or bool(self.sources), "data.sources", "source `files` needs at least one source")
+        _in_range(self.prompt_fraction, "data.prompt_fraction", 0.0, 1.0)
+        _in_range(self.decontam_ngram, "data.decontam_ngram", 1)
+        _in_range(self.decontam_threshold, "data.decontam_threshold", 0.0, 1.0)
         _check(len(self.toy_levels) > 0, "data.toy_levels", "must name at least one level")
         for lv in self.toy_levels:
             _in_range(lv, "data.toy_levels[]", 1, 12)
@@ -391,8 +412,12 @@ class EvalConfig:
     """Evaluate the base model before the first step."""
     at_end: bool = True
     """Evaluate the final checkpoint."""
-    samples_per_problem: int = 1
-    """Samples per problem (avg@k)."""
+    protocol: Literal["paper", "luffy"] = "paper"
+    """`paper`: problem + instruction, no system turn, on the suites' own data (SPEC §8); `luffy`: LUFFY's
+    valid.all parquet as it is (its system prompt, AIME/AMC rows x32). See evaluation/suites.py."""
+    samples_per_problem: int = 0
+    """Samples per problem (avg@k, pass@k up to k); 0 means the protocol's count: 32 on AIME24, AIME25
+    and AMC, 1 elsewhere (SPEC §8)."""
     temperature: float = 0.6
     """Evaluation sampling temperature (SPEC §8)."""
     top_p: float = 0.95
@@ -409,15 +434,26 @@ class EvalConfig:
     """Sequences decoded together by the transformers backend during evaluation."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Compute dtype of evaluation generation (bf16 = autocast)."""
+    chunk_size: int = 4096
+    """Sequences generated, graded and written per chunk (bounds memory for n up to 2048 per problem; an
+    interrupted suite resumes after its last complete chunk)."""
+    validation_every: int = 0
+    """During training, evaluate `eval.suites` on a validation slice every M steps and log
+    `val_<suite>_accuracy` with the step metrics; 0 disables."""
+    validation_problems: int = 60
+    """Problems per suite in the validation slice (evenly spaced; `samples_per_problem`, 1 if 0)."""
 
     def __post_init__(self) -> None:
         _check(all(isinstance(s, str) and s for s in self.suites), "eval.suites", "must be suite names")
-        _in_range(self.samples_per_problem, "eval.samples_per_problem", 1)
+        _in_range(self.samples_per_problem, "eval.samples_per_problem", 0)
         _in_range(self.temperature, "eval.temperature", 0.0)
         _check(0.0 < self.top_p <= 1.0, "eval.top_p", f"must be in (0, 1], got {self.top_p}")
         _in_range(self.max_new_tokens, "eval.max_new_tokens", 1)
         _in_range(self.max_problems, "eval.max_problems", 0)
         _in_range(self.batch_size, "eval.batch_size", 1)
+        _in_range(self.chunk_size, "eval.chunk_size", 1)
+        _in_range(self.validation_every, "eval.validation_every", 0)
+        _in_range(self.validation_problems, "eval.validation_problems", 1)
 
 
 @dataclass

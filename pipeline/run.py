@@ -380,6 +380,9 @@ class Run:
                 row = {"step": step, **meta["stats"]}
                 for stage in methods.step_stages(self.cfg, step)[:-1]:
                     row[f"seconds_stage_{stage}"] = cache.read_stage(self.stage_dir(stage, step)).meta["stats"].get("seconds")
+                val = self.out / "eval" / "validation" / f"step-{step:06d}" / "summary.json"
+                if self.cfg.eval.validation_every and val.is_file():
+                    row.update(_validation_metrics(json.loads(val.read_text())["suites"]))
                 self._metric_rows[step] = json.dumps(row, sort_keys=True)
         lines = [self._metric_rows[s] for s in range(1, last_step + 1)]
         tmp = self.out / "metrics.jsonl.tmp"
@@ -438,14 +441,16 @@ def _diff(old: dict, new: dict) -> str:
     return "; ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
 
 
-def evaluate_step(run: Run, step: int) -> dict[str, dict[str, Any]]:
-    """Evaluate the policy after `step` (0: base) on `eval.suites` into eval/<base|step-N>/ (main process;
-    cached by policy and eval config)."""
-    from evaluation.run import evaluate
+def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, dict[str, Any]]:
+    """Evaluate the policy after `step` (0: base) on `eval.suites` into eval/<base|step-N>/, or on the
+    validation slice into eval/validation/step-N/ (main process; cached by policy and eval config)."""
+    from evaluation.run import evaluate, validation_config
     from evaluation.suites import resolve_suites
     from pipeline.backends.hf import TransformersBackend
 
-    out = run.out / "eval" / ("base" if step == 0 else f"step-{step:06d}")
+    name = "base" if step == 0 else f"step-{step:06d}"
+    out = run.out / "eval" / ("validation/" + name if validation else name)
+    eval_cfg = validation_config(run.cfg.eval) if validation else run.cfg.eval
     summaries: dict[str, dict[str, Any]] = {}
     if run.acc.is_main_process:
         suites = resolve_suites(run.cfg.eval.suites)
@@ -454,11 +459,12 @@ def evaluate_step(run: Run, step: int) -> dict[str, dict[str, Any]]:
         else:
             model = load_model(run.base_path if step == 0 else str(checkpoint_dir(run.out, step)), run.cfg.model)
         backend = TransformersBackend(model, pad_token_id=run.tokenizer.pad_token_id,
-                                      batch_size=run.cfg.eval.batch_size, precision=run.cfg.eval.precision)
+                                      batch_size=eval_cfg.batch_size, precision=eval_cfg.precision)
         out.mkdir(parents=True, exist_ok=True)
-        summaries = evaluate(backend, run.tokenizer, suites, run.cfg.eval, out,
+        summaries = evaluate(backend, run.tokenizer, suites, eval_cfg, out,
                              stop_ids=stop_token_ids(run.tokenizer, model.config), policy_fp=run.policy_fp(step),
-                             data_dir=run.cfg.eval.data_dir, label="base" if step == 0 else f"step {step}")
+                             data_dir=eval_cfg.data_dir,
+                             label=("validation " if validation else "") + ("base" if step == 0 else f"step {step}"))
     run.acc.wait_for_everyone()
     return summaries
 
@@ -479,6 +485,8 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
     run.load_policy(start, with_optimizer=True)
     tracking.start(acc, cfg, run.out)
     base_eval = evaluate_step(run, 0) if cfg.eval.at_start and cfg.eval.suites else {}
+    if cfg.eval.validation_every and cfg.eval.at_start and cfg.eval.suites:
+        evaluate_step(run, 0, validation=True)  # step 0 of the validation curve
     bar = tqdm(total=cfg.train.total_steps, initial=start, desc="steps", disable=not acc.is_main_process)
     for step in range(start + 1, cfg.train.total_steps + 1):
         t = time.time()
@@ -486,27 +494,41 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
             bar.set_postfix_str(stage)
             record = getattr(run, f"run_{stage}")(step, **({"require_checkpoint": True} if stage == "update" else {}))
         stats = record.meta["stats"]
+        if cfg.eval.validation_every and step % cfg.eval.validation_every == 0 and cfg.eval.suites:
+            bar.set_postfix_str("validation")
+            stats = {**stats, **_validation_metrics(evaluate_step(run, step, validation=True))}
         run.write_metrics(step)
         tracking.log_step(acc, stats, step)
         bar.update(1)
+        val = "".join(f"  {k} {v:.3f}" for k, v in stats.items() if k.startswith("val_"))
         if acc.is_main_process and stats.get("phase") == "sft":
-            log.info("step %d/%d  SFT  nll %.4f  grad %.3f  lr %.2e  %.1fs", step, cfg.train.total_steps,
-                     stats["demo_nll"], stats["grad_norm"], stats["lr"], time.time() - t)
+            log.info("step %d/%d  SFT  nll %.4f  grad %.3f  lr %.2e  %.1fs%s", step, cfg.train.total_steps,
+                     stats["demo_nll"], stats["grad_norm"], stats["lr"], time.time() - t, val)
         elif acc.is_main_process:
-            log.info("step %d/%d  reward %.3f (hybrid %s)  prefix %s  loss %.4f  grad %.3f  clip %.3f  %.1fs",
+            log.info("step %d/%d  reward %.3f (hybrid %s)  prefix %s  loss %.4f  grad %.3f  clip %.3f  %.1fs%s",
                      step, cfg.train.total_steps, stats["reward_mean"], _fmt(stats.get("reward_hybrid")),
                      _fmt(stats.get("prefix_ratio_mean")), stats["loss"], stats["grad_norm"], stats["clip_frac"],
-                     time.time() - t)
+                     time.time() - t, val)
     bar.close()
     run.write_metrics(cfg.train.total_steps)
     run.close()  # stop the rollout engine before the final evaluation (SGLang also stops at exit on errors)
     tracking.finish(acc)
     final_eval = evaluate_step(run, cfg.train.total_steps) if cfg.eval.at_end and cfg.eval.suites else {}
+    if acc.is_main_process and cfg.eval.suites:
+        from evaluation.plots import over_steps
+        from evaluation.report import run_points
+
+        over_steps(run.out / "eval" / "accuracy_over_steps.png", run_points(run.out))
     summary = _summary(run, base_eval, final_eval, time.time() - t_start)
     if acc.is_main_process:
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(format_summary(summary), flush=True)
     return summary
+
+
+def _validation_metrics(summaries: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Step-metric fields of a validation evaluation: val_<suite>_accuracy."""
+    return {f"val_{name}_accuracy": s["accuracy"] for name, s in summaries.items()}
 
 
 def _fmt(x: float | None) -> str:

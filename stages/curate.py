@@ -11,7 +11,10 @@ an empty demonstration or over the token limits of the policy tokenizer.
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
+
+import numpy as np
 
 from datasets import Dataset
 
@@ -22,13 +25,21 @@ from pipeline.rewards import math_verify_reward
 
 log = logging.getLogger(__name__)
 
-STAGE_VERSION = 1  # 1: toy source, math-verify check, token filters
+STAGE_VERSION = 2  # 1: toy source, math-verify check, token filters; 2: dedup, decontamination, files
 REQUIRES = (S.ID, S.SOURCE, S.LEVEL, S.PROBLEM, S.DEMONSTRATION, S.ANSWER)
 PRODUCES = S.CURATE_COLUMNS
 
 
-def load_source(cfg: DataConfig) -> Dataset:
-    """The raw rows of the configured source, normalised to the input schema."""
+def load_source(cfg: DataConfig, report: dict[str, Any] | None = None) -> Dataset:
+    """The raw rows of the configured source, normalised to the input schema; `report` (if given)
+    receives the per-source read/malformed counts under `sources`."""
+    if cfg.source == "files":
+        from pipeline.sources import load_sources
+
+        ds, counts = load_sources(cfg.sources, cfg.seed)
+        if report is not None:
+            report["sources"] = counts
+        return ds
     from pipeline.embedded import task
 
     problems = task.train_split(cfg.toy_levels, cfg.toy_problems_per_level, cfg.toy_seed)
@@ -42,29 +53,105 @@ def load_source(cfg: DataConfig) -> Dataset:
     })
 
 
+def dedup_rows(problems: list[str]) -> list[int]:
+    """Indices of the first occurrence of each normalised problem text (exact and near-exact duplicates)."""
+    from pipeline.decontam import dedup_key
+
+    seen: set[str] = set()
+    keep = []
+    for i, text in enumerate(problems):
+        key = dedup_key(text)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
+
+
+def eval_index(cfg: DataConfig):
+    """The n-gram index over the problems of `data.decontaminate` (loaded from `data.eval_data_dir` or the hub)."""
+    from evaluation.suites import resolve_suites
+    from pipeline.decontam import EvalIndex
+
+    index = EvalIndex(n=cfg.decontam_ngram, threshold=cfg.decontam_threshold)
+    for suite in resolve_suites(cfg.decontaminate):
+        if suite.name == "toy":
+            continue
+        for item in suite.load(cfg.eval_data_dir):
+            index.add(suite.name, item.id, item.question or item.problem)
+    return index.finalise()
+
+
+def decontaminate(rows: dict[str, list], keep: list[int], cfg: DataConfig) -> tuple[list[int], list[dict]]:
+    """`keep` without the rows whose problem matches an evaluation problem, and one record per dropped
+    row: training id, suite, evaluation problem id, n-gram overlap."""
+    if cfg.source == "toy" or not cfg.decontaminate:
+        return keep, []
+    index = eval_index(cfg)
+    clean, dropped = [], []
+    for i in keep:
+        m = index.match(rows[S.PROBLEM][i])
+        if m is None:
+            clean.append(i)
+        else:
+            dropped.append({"id": rows[S.ID][i], "suite": m.suite, "eval_id": m.eval_id, "overlap": m.overlap})
+    return clean, dropped
+
+
+def percentiles(lengths: list[int]) -> dict[str, int]:
+    if not lengths:
+        return {}
+    arr = np.asarray(lengths)
+    return {f"p{q}": int(np.percentile(arr, q)) for q in (50, 90, 99)} | {"max": int(arr.max())}
+
+
 def run(ds: Dataset, cfg: DataConfig, *, tokenizer: Any, report: dict[str, Any] | None = None) -> Dataset:
-    """Verify, render and tokenize; drop rows that fail. `report` (if given) receives the counts."""
+    """Deduplicate, decontaminate, verify, render and tokenize; drop rows that fail; keep
+    `prompt_fraction` of the rest. `report` (if given) receives the counts."""
     S.require_columns(ds, REQUIRES, "curate")
-    counts = {"rows_in": len(ds), "dropped_empty_demo": 0, "dropped_demo_mismatch": 0,
-              "flagged_demo_mismatch": 0, "dropped_verifier_failed": 0, "dropped_prompt_too_long": 0,
-              "dropped_demo_too_long": 0}
+    counts: dict[str, Any] = {"rows_in": len(ds), "dropped_duplicate": 0, "dropped_contaminated": 0,
+                              "dropped_empty_demo": 0, "dropped_demo_mismatch": 0, "flagged_demo_mismatch": 0,
+                              "dropped_unparsable_answer": 0, "dropped_verifier_failed": 0,
+                              "dropped_prompt_too_long": 0, "dropped_demo_too_long": 0}
     rows = ds.to_dict()
-    verdicts = math_verify_reward([d if isinstance(d, str) else "" for d in rows[S.DEMONSTRATION]],
-                                  [str(a) for a in rows[S.ANSWER]])
-    failed = sum(v[1] in ("error", "timeout") for v in verdicts)
+    keep = dedup_rows(rows[S.PROBLEM]) if cfg.dedup else list(range(len(ds)))
+    counts["dropped_duplicate"] = len(ds) - len(keep)
+    keep, contaminated = decontaminate(rows, keep, cfg)
+    counts["dropped_contaminated"] = len(contaminated)
+    out = _verify_and_tokenize(rows, keep, cfg, tokenizer, counts)
+    n = len(out[S.ID])
+    if cfg.prompt_fraction < 1.0 and n:
+        chosen = sorted(random.Random(f"prompts-{cfg.seed}").sample(range(n), round(cfg.prompt_fraction * n)))
+        counts["dropped_prompt_fraction"] = n - len(chosen)
+        out = {c: [v[j] for j in chosen] for c, v in out.items()}
+    counts["rows_out"] = len(out[S.ID])
+    counts["prompt_tokens"] = percentiles([len(x) for x in out[S.PROMPT_IDS]])
+    counts["demo_tokens"] = percentiles([len(x) for x in out[S.DEMO_IDS]])
+    counts["contaminated"] = contaminated
+    if report is not None:
+        report.update(counts)
+    log.info("curate: %s", {k: v for k, v in counts.items() if k != "contaminated"})
+    return S.make_dataset(out)
+
+
+def _verify_and_tokenize(rows: dict[str, list], keep: list[int], cfg: DataConfig, tokenizer: Any,
+                         counts: dict[str, Any]) -> dict[str, list]:
+    demos = [rows[S.DEMONSTRATION][i] for i in keep]
+    verdicts = math_verify_reward([d if isinstance(d, str) else "" for d in demos],
+                                  [str(rows[S.ANSWER][i]) for i in keep])
+    failed = sum(v[1] == "timeout" for v in verdicts)
     if verdicts and failed > len(verdicts) // 2:
-        raise RuntimeError(f"curate: the verifier failed on {failed} of {len(verdicts)} demonstrations "
-                           f"(statuses error/timeout); the scoring workers are broken, not the data")
+        raise RuntimeError(f"curate: the verifier timed out on {failed} of {len(verdicts)} demonstrations; "
+                           f"the scoring workers are broken or starved, not the data")
     out: dict[str, list] = {c: [] for c in PRODUCES}
-    for i in range(len(ds)):
-        demo = rows[S.DEMONSTRATION][i]
+    for i, demo, verdict in zip(keep, demos, verdicts):
         if not isinstance(demo, str) or not demo.strip():
             counts["dropped_empty_demo"] += 1
             continue
-        if verdicts[i][1] in ("error", "timeout"):
-            counts["dropped_verifier_failed"] += 1
+        if verdict[1] in ("error", "timeout"):
+            # error: the reference does not parse (grade_math); timeout: the verifier gave up on this row
+            counts["dropped_unparsable_answer" if verdict[1] == "error" else "dropped_verifier_failed"] += 1
             continue
-        verified = verdicts[i][0] == 1.0
+        verified = verdict[0] == 1.0
         if not verified:
             if cfg.on_demo_mismatch == "drop":
                 counts["dropped_demo_mismatch"] += 1
@@ -85,8 +172,68 @@ def run(ds: Dataset, cfg: DataConfig, *, tokenizer: Any, report: dict[str, Any] 
         out[S.DEMO_VERIFIED].append(verified)
         out[S.PROMPT_IDS].append(prompt_ids)
         out[S.DEMO_IDS].append(demo_ids)
-    counts["rows_out"] = len(out[S.ID])
-    if report is not None:
-        report.update(counts)
-    log.info("curate: %s", counts)
-    return S.make_dataset(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# standalone curation with a printed report
+
+
+def report_table(report: dict[str, Any]) -> str:
+    """The curation report as a markdown table: rows per source, drops per reason, rows out, lengths."""
+    lines = ["| step | rows |", "|---|---|"]
+    for name, c in report.get("sources", {}).items():
+        lines.append(f"| source `{name}`: read | {c['rows_read']} |")
+        lines += [f"| source `{name}`: {k} | {v} |" for k, v in c.items() if k.startswith("dropped_") and v]
+        lines.append(f"| source `{name}`: kept | {c['rows_kept']} |")
+    lines.append(f"| **rows in** | **{report['rows_in']}** |")
+    lines += [f"| {k} | {v} |" for k, v in report.items() if k.startswith(("dropped_", "flagged_"))]
+    lines.append(f"| **rows out** | **{report['rows_out']}** |")
+    by_suite: dict[str, int] = {}
+    for m in report.get("contaminated", []):
+        by_suite[m["suite"]] = by_suite.get(m["suite"], 0) + 1
+    lines += [f"| contaminated by `{s}` | {n} |" for s, n in sorted(by_suite.items())]
+    for key in ("prompt_tokens", "demo_tokens"):
+        if report.get(key):
+            lines.append(f"| {key} " + " ".join(f"{q}={v}" for q, v in report[key].items()) + " | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m stages.curate --config RECIPE --output-dir DIR [section.field=value ...]: curate the
+    recipe's data alone; writes DIR/curate (Arrow dataset, meta.json, stats.json) and prints the report."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    from pipeline import cache
+    from pipeline.config import load_config, to_dict
+    from pipeline.errors import UserError
+    from pipeline.logs import setup_logging
+    from pipeline.policy import load_tokenizer, resolve_model_path
+
+    ap = argparse.ArgumentParser(prog="python -m stages.curate", description=main.__doc__)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--output-dir", required=True)
+    ap.add_argument("overrides", nargs="*", help="section.field=value")
+    args = ap.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = load_config(args.config, args.overrides)
+        tokenizer = load_tokenizer(resolve_model_path(cfg.model), cfg.model)
+        report: dict[str, Any] = {}
+        ds = run(load_source(cfg.data, report), cfg.data, tokenizer=tokenizer, report=report)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    fp = cache.fingerprint(STAGE_VERSION, to_dict(cfg.data), cfg.model.name_or_path)
+    stats = json.dumps(report, indent=1, sort_keys=True)
+    cache.write_stage(Path(args.output_dir) / "curate", fp, ds, {"stats": report},
+                      extra=lambda tmp: (tmp / "stats.json").write_text(stats))
+    print(report_table(report), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""PNG plots of evaluation results (matplotlib, Agg backend; skipped with one log line when it is not
+installed: `pip install -e .[plots]`).
+
+- `accuracy.png`: accuracy per suite, bars with ± 1 standard error, macro averages as extra bars;
+- `pass_at_k.png`: pass@k against k (log2 axis) per suite with more than one sample per problem;
+- `accuracy_over_steps.png`: accuracy per suite against the training step of each checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+_WARNED = []
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        if not _WARNED:
+            log.info("plots skipped: matplotlib is not installed (pip install -e .[plots])")
+            _WARNED.append(True)
+        return None
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+
+
+def suite_plots(output_dir: Path, summaries: dict[str, dict[str, Any]], label: str = "") -> list[Path]:
+    """accuracy.png, and pass_at_k.png when a suite has several samples per problem; returns the paths."""
+    plt = _pyplot()
+    if plt is None or not summaries:
+        return []
+    from evaluation.report import macro_rows
+
+    written = []
+    bars = {n: (s["accuracy"], s["stderr"]) for n, s in summaries.items()}
+    bars.update({f"{g} avg": (a["accuracy"], a["stderr"]) for g, a in macro_rows(summaries).items()
+                 if len(a["suites"]) > 1})
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(bars) + 1.5), 3.6))
+    names = list(bars)
+    acc = [100 * bars[n][0] for n in names]
+    ax.bar(names, acc, yerr=[100 * bars[n][1] for n in names], capsize=3,
+           color=["#4c72b0" if not n.endswith(" avg") else "#dd8452" for n in names])
+    for i, a in enumerate(acc):
+        ax.text(i, a + 1, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"accuracy per benchmark{' - ' + label if label else ''}", fontsize=10)
+    ax.tick_params(axis="x", labelrotation=30)
+    _save(fig, Path(output_dir) / "accuracy.png")
+    plt.close(fig)
+    written.append(Path(output_dir) / "accuracy.png")
+    curves = {n: s["pass_at_k"] for n, s in summaries.items() if len(s.get("pass_at_k") or {}) > 1}
+    if curves:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for name, curve in curves.items():
+            ks = sorted(curve, key=int)
+            ax.plot([int(k) for k in ks], [100 * curve[k] for k in ks], marker="o", markersize=3, label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k")
+        ax.set_ylabel("pass@k (%)")
+        ax.set_ylim(0, 105)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"pass@k (unbiased estimator){' - ' + label if label else ''}", fontsize=10)
+        _save(fig, Path(output_dir) / "pass_at_k.png")
+        plt.close(fig)
+        written.append(Path(output_dir) / "pass_at_k.png")
+    return written
+
+
+def over_steps(path: Path, points: dict[str, tuple[int, dict[str, dict[str, Any]]]]) -> Path | None:
+    """points: label -> (training step, suite summaries). Labels starting with `validation` form their
+    own dashed series (the validation slice is a subset, not comparable point for point)."""
+    plt = _pyplot()
+    usable = {k: v for k, v in points.items() if v[0] >= 0}
+    if plt is None or len(usable) < 2:
+        return None
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for label, (step, summaries) in usable.items():
+        kind = " (validation slice)" if label.startswith("validation") else ""
+        for suite, s in summaries.items():
+            series.setdefault(suite + kind, []).append((step, 100 * s["accuracy"], 100 * s["stderr"]))
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, pts in sorted(series.items()):
+        pts.sort()
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", markersize=3,
+                    capsize=2, linestyle="--" if "validation" in name else "-", label=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("accuracy over training steps", fontsize=10)
+    _save(fig, Path(path))
+    plt.close(fig)
+    return Path(path)

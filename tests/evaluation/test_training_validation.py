@@ -1,0 +1,30 @@
+"""Evaluation during training: every `eval.validation_every` steps on a validation slice, logged with the
+step metrics, plotted over steps with the base and final evaluations."""
+
+import json
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.run import train
+
+pytestmark = pytest.mark.slow
+
+MICRO = ["model.name_or_path=embedded:micro", "data.toy_levels=[1,2]", "data.toy_problems_per_level=20",
+         "prefixes.prompts_per_step=2", "prefixes.samples_per_prompt=4", "generate.max_response_tokens=24",
+         "train.total_steps=2", "train.save_every=1", "eval.max_problems=6", "eval.samples_per_problem=1",
+         "eval.max_new_tokens=24", "update.micro_batch_size=4", "eval.validation_every=1",
+         "eval.validation_problems=3"]
+
+
+def test_validation_every_step_is_logged(tmp_path, micro_path):
+    out = tmp_path / "run"
+    train(load_config("quickstart", MICRO), out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        val = json.loads((out / "eval" / "validation" / f"step-{r['step']:06d}" / "summary.json").read_text())
+        assert val["suites"]["toy"]["problems"] == 3  # the slice, not the 6 problems of the full evaluation
+        assert r["val_toy_accuracy"] == val["suites"]["toy"]["accuracy"]
+    assert json.loads((out / "eval" / "step-000002" / "summary.json").read_text())["suites"]["toy"]["problems"] == 6
+    assert (out / "eval" / "accuracy_over_steps.png").stat().st_size > 1000
