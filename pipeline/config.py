@@ -224,6 +224,10 @@ class UpdateConfig:
     """PPO mini-batches per step; later ones are off-policy (SPEC §6)."""
     micro_batch_size: int = 8
     """Sequences per forward/backward pass (gradient accumulation inside a mini-batch)."""
+    micro_batch_tokens: int = 0
+    """Token budget per forward/backward pass (sequences x longest length, padding included); 0 uses
+    `micro_batch_size`. Sequences are sorted by length and binned, so short ones share no padding
+    with long ones; the loss is unchanged except for the per-micro-batch entropy gate (SPEC Q2)."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Compute dtype of the update (bf16 = autocast; weights, optimizer and log-probs stay fp32)."""
     logprob_chunk_tokens: int = 1024
@@ -242,6 +246,7 @@ class UpdateConfig:
         _in_range(self.max_grad_norm, "update.max_grad_norm", 0.0)
         _in_range(self.mini_batches, "update.mini_batches", 1)
         _in_range(self.micro_batch_size, "update.micro_batch_size", 1)
+        _in_range(self.micro_batch_tokens, "update.micro_batch_tokens", 0)
         _in_range(self.logprob_chunk_tokens, "update.logprob_chunk_tokens", 1)
 
 

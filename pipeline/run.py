@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any, Callable
 import torch
 from datasets import Dataset
 
-from pipeline import cache
+from pipeline import accounting, cache
 from pipeline import schema as S
 from pipeline.config import Config, dump_yaml, to_dict
 from pipeline.errors import UserError
@@ -155,11 +154,15 @@ class Run:
             broadcast_object_list(reuse)
         if reuse[0]:
             return cache.read_stage(path)
+        reset_ok = accounting.reset_peak()
         t0 = time.perf_counter()
         ds, stats = compute() if (collective or self.acc.is_main_process) else (None, {})
         if self.acc.is_main_process:
-            stats = {"rows": len(ds), "seconds": round(time.perf_counter() - t0, 3),
-                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **stats}
+            seconds = time.perf_counter() - t0
+            tokens = stats.get("tokens", accounting.dataset_tokens(ds))
+            stats = {"rows": len(ds), "seconds": round(seconds, 3), "tokens": tokens,
+                     "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), **accounting.peak_memory(reset_ok),
+                     **stats}
             meta = {"stage": stage, "step": step, "stage_version": STAGE_MODULES[stage].STAGE_VERSION,
                     "inputs": self._input_fps(stage, step), "stats": stats}
             cache.write_stage(path, fp, ds, meta)
@@ -263,7 +266,7 @@ class Run:
             seconds = time.perf_counter() - t0
             ds = _merge_shards(self.acc, src, rows, part)
             tokens = sum(len(c) for c in S.column_lists(ds, S.COMPLETION_IDS)[S.COMPLETION_IDS]) if ds is not None else 0
-            return ds, {"completion_tokens": tokens, "engine": backend.version(),
+            return ds, {"completion_tokens": tokens, "tokens": tokens, "engine": backend.version(),
                         "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
 
         return self.cached("generate", step, compute, force=force, collective=True)
@@ -291,6 +294,7 @@ class Run:
             ids = S.column_lists(src, S.PROMPT_IDS, S.PREFIX_IDS, S.COMPLETION_IDS)
             tokens = sum(len(p) + len(f) + len(c) for p, f, c in zip(*ids.values()))
             stats.update(_step_summary(src), tokens=tokens, tokens_per_s=round(tokens / seconds, 1))
+            stats.update(accounting.update_flops(state.model, tokens, len(src), seconds, self.cfg.update.precision))
             state.step, state.policy_fp = step, self.policy_fp(step)
             save_checkpoint(self.acc, state, self.tokenizer, self.out,
                             {"seed": self.cfg.train.seed, "sampler_position": step * self.cfg.prefixes.prompts_per_step})

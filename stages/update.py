@@ -25,6 +25,7 @@ import torch
 from datasets import Dataset, Value
 
 from pipeline import schema as S
+from pipeline.batching import micro_groups
 from pipeline.config import ObjectiveConfig, UpdateConfig
 from pipeline.logprobs import sequence_logprobs
 from pipeline.objectives import aggregate, entropy_gate, group_advantages, ppo_clip_loss
@@ -82,19 +83,20 @@ def collate(rows: list[int], prompts, prefixes, completions, adv_prefix: torch.T
 def plan_batches(ds: Dataset, adv_prefix: torch.Tensor, adv_cont: torch.Tensor, cfg: UpdateConfig,
                  objective: ObjectiveConfig, *, pad_id: int, seed: int, step: int, rank: int, world: int) -> Plan:
     """Shuffle the trajectories (seeded), split into PPO mini-batches, give each rank its share, and
-    cut that share into micro-batches."""
+    cut that share into micro-batches (a fixed count, or a token budget: pipeline.batching)."""
     cols = S.column_lists(ds, S.PROMPT_IDS, S.PREFIX_IDS, S.COMPLETION_IDS)
     prompts, prefixes, completions = cols[S.PROMPT_IDS], cols[S.PREFIX_IDS], cols[S.COMPLETION_IDS]
     order = np.random.default_rng([seed, step, 0xB47C]).permutation(len(ds)).tolist()
+    lengths = [len(p) + len(f) + len(c) for p, f, c in zip(prompts, prefixes, completions)]
     per_mini = len(order) // cfg.mini_batches
     plan = Plan([], [], [], [])
     for m in range(cfg.mini_batches):
         mini = order[m * per_mini:(m + 1) * per_mini]
         cont = sum(len(completions[i]) for i in mini)
         tokens = cont + (0 if objective.gate == "none" else sum(len(prefixes[i]) for i in mini))
-        local = mini[rank::world]
-        micro = [collate(local[j:j + cfg.micro_batch_size], prompts, prefixes, completions, adv_prefix, adv_cont, pad_id)
-                 for j in range(0, len(local), cfg.micro_batch_size)]
+        groups = micro_groups(mini, lengths, size=cfg.micro_batch_size, token_budget=cfg.micro_batch_tokens,
+                              rank=rank, world=world)
+        micro = [collate(g, prompts, prefixes, completions, adv_prefix, adv_cont, pad_id) for g in groups]
         plan.minis.append(micro)
         plan.mini_sizes.append(len(mini))
         plan.mini_tokens.append(tokens)
