@@ -117,4 +117,4 @@ def update_flops(model: Any, tokens: int, sequences: int, seconds: float, precis
     peak = measured_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     achieved = flops / max(seconds, 1e-9)
     return {"model_flops": flops, "flops_per_s": round(achieved, 1), "peak_flops_per_s": round(peak, 1),
-            "mfu": round(achieved / peak, 5)}
+            "mfu": float(f"{achieved / peak:.4g}")}

@@ -144,9 +144,13 @@ class GenerateConfig:
     """Sequences decoded together by the transformers backend."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Compute dtype of the transformers backend (bf16 = autocast; weights stay fp32)."""
+    min_new_tokens: int = 0
+    """Stop tokens cannot be sampled before this many continuation tokens (benchmarks that need equal
+    generation lengths; 0 for training)."""
 
     def __post_init__(self) -> None:
         _in_range(self.temperature, "generate.temperature", 1e-4)
+        _in_range(self.min_new_tokens, "generate.min_new_tokens", 0)
         _check(0.0 < self.top_p <= 1.0, "generate.top_p", f"must be in (0, 1], got {self.top_p}")
         _in_range(self.top_k, "generate.top_k", 0)
         _in_range(self.max_response_tokens, "generate.max_response_tokens", 2)

@@ -34,7 +34,7 @@ def run(ds: Dataset, cfg: GenerateConfig, *, backend: RolloutBackend, stop_token
         seed: int, step: int) -> Dataset:
     S.require_columns(ds, REQUIRES, "generate")
     requests = build_requests(ds, cfg, seed=seed, step=step)
-    sampling = SamplingParams(cfg.temperature, cfg.top_p, cfg.top_k, stop_token_ids)
+    sampling = SamplingParams(cfg.temperature, cfg.top_p, cfg.top_k, stop_token_ids, cfg.min_new_tokens)
     completions = backend.generate(requests, sampling)
     cols = ds.to_dict()
     cols[S.COMPLETION_IDS] = [c.token_ids for c in completions]
