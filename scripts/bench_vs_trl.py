@@ -36,11 +36,12 @@ def our_run(args, out: Path):
     from pipeline.config import load_config
     from pipeline.run import Run, make_accelerator
 
-    overrides = [f"prefixes.prompts_per_step={args.prompts_per_step}", "prefixes.samples_per_prompt=8",
+    overrides = [f"model.name_or_path={args.model}", f"prefixes.prompts_per_step={args.prompts_per_step}", "prefixes.samples_per_prompt=8",
                  "prefixes.hybrids_per_prompt=0", f"generate.max_response_tokens={args.max_new_tokens}",
                  f"generate.min_new_tokens={args.max_new_tokens}", "generate.precision=fp32",
                  "generate.temperature=1.0", f"update.micro_batch_size={args.prompts_per_step * 8}",
                  "update.mini_batches=1", "update.precision=fp32", f"update.lr={args.lr}",
+                 f"train.num_threads={args.threads}",
                  f"train.total_steps={args.steps}", "train.seed=0", "eval.at_start=false", "eval.at_end=false"]
     cfg = load_config("quickstart", overrides)
     run = Run(cfg, out, make_accelerator(cfg))
@@ -94,6 +95,9 @@ def main() -> int:
     ap.add_argument("--prompts-per-step", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--model", default="embedded", help="model.name_or_path for both sides")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads on both sides (1: a loaded shared machine makes 2 OpenMP threads crawl)")
     ap.add_argument("--trl-python", default=str(ROOT / ".venv-trl" / "bin" / "python"))
     args = ap.parse_args()
     if not Path(args.trl_python).exists():
@@ -110,10 +114,11 @@ def main() -> int:
     spec = {"model": resolve_model_path(cfg.model), "rows": trl_rows(run, cfg, args.steps), "seed": 0,
             "samples": 8, "prompts_per_step": args.prompts_per_step, "max_new_tokens": args.max_new_tokens,
             "temperature": 1.0, "lr": args.lr, "weight_decay": u.weight_decay, "betas": u.betas, "eps": u.eps,
-            "max_grad_norm": u.max_grad_norm, "steps": args.steps, "output_dir": str(tmp / "trl")}
+            "max_grad_norm": u.max_grad_norm, "steps": args.steps, "threads": args.threads, "output_dir": str(tmp / "trl")}
     (tmp / "spec.json").write_text(json.dumps(spec))
     proc = subprocess.Popen([args.trl_python, str(ROOT / "scripts" / "trl_worker.py"), str(tmp / "spec.json")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp,
+                            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     ours, trl = [], []
     try:
         for step in range(1, args.steps + 1):
@@ -128,10 +133,10 @@ def main() -> int:
     ratios = [o[0] / t[0] for o, t in zip(ours[1:], trl[1:])]
     row = {
         "bench": "vs_trl", "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores (shared), CPU, fp32",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores (shared), CPU, fp32, {args.threads} thread(s) per side",
         "trl": subprocess.run([args.trl_python, "-c", "import trl, transformers; print(trl.__version__, "
                                "transformers.__version__)"], capture_output=True, text=True).stdout.strip(),
-        "model": "embedded:default", "prompts_per_step": args.prompts_per_step, "samples": 8,
+        "model": args.model, "prompts_per_step": args.prompts_per_step, "samples": 8,
         "max_new_tokens": args.max_new_tokens, "steps": args.steps, "warmup_steps_dropped": 1,
         "ours_step_s": [round(o[0], 2) for o in ours], "trl_step_s": [round(t[0], 2) for t in trl],
         "ours_completion_tokens": [o[1] for o in ours], "trl_completion_tokens": [t[1] for t in trl],

@@ -59,6 +59,8 @@ class Lockstep(TrainerCallback):
 def main() -> int:
     spec = json.loads(open(sys.argv[1]).read())
     torch.manual_seed(spec["seed"])
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     tok = AutoTokenizer.from_pretrained(spec["model"])
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
