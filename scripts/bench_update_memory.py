@@ -163,7 +163,8 @@ def main() -> int:
     tput_ratio = secs["naive"] / secs["chunked"]
     row = {
         "bench": "update_memory", "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {args.device}",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {args.device}, "
+                   f"{torch.get_num_threads()} threads",
         "vocab": VOCAB, "hidden": args.hidden, "layers": args.layers, "batch": args.batch, "seq": args.seq,
         "scored_tokens": int(score.sum()), "chunk_tokens": args.chunk,
         "naive_extra_peak_mib": round(mem["naive"]["extra_peak_mib"], 1),
