@@ -209,6 +209,9 @@ class GenerateConfig:
     max_logprob_mismatch: float = 0.5
     """Stop the run when the mean |log-prob(engine) - log-prob(trainer)| over a step's continuation tokens
     exceeds this (nats; 0 disables the stop). The mean and max are logged every step."""
+    min_new_tokens: int = 0
+    """Stop tokens cannot be sampled before this many continuation tokens (benchmarks that need equal
+    generation lengths; 0 for training)."""
 
     def __post_init__(self) -> None:
         _check(self.backend != "sglang_server" or bool(self.server_urls), "generate.server_urls",
@@ -218,6 +221,7 @@ class GenerateConfig:
         _in_range(self.weight_bucket_mb, "generate.weight_bucket_mb", 1e-3)
         _in_range(self.max_logprob_mismatch, "generate.max_logprob_mismatch", 0.0)
         _in_range(self.temperature, "generate.temperature", 1e-4)
+        _in_range(self.min_new_tokens, "generate.min_new_tokens", 0)
         _check(0.0 < self.top_p <= 1.0, "generate.top_p", f"must be in (0, 1], got {self.top_p}")
         _in_range(self.top_k, "generate.top_k", 0)
         _in_range(self.max_response_tokens, "generate.max_response_tokens", 2)
@@ -329,6 +333,10 @@ class UpdateConfig:
     """PPO mini-batches per step; later ones are off-policy (SPEC §6)."""
     micro_batch_size: int = 8
     """Sequences per forward/backward pass (gradient accumulation inside a mini-batch)."""
+    micro_batch_tokens: int = 0
+    """Token budget per forward/backward pass (sequences x longest length, padding included); 0 uses
+    `micro_batch_size`. Sequences are sorted by length and binned, so short ones share no padding
+    with long ones; the loss is unchanged except for the per-micro-batch entropy gate (SPEC Q2)."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Compute dtype of the update (bf16 = autocast; weights, optimizer and log-probs stay fp32)."""
     logprob_chunk_tokens: int = 1024
@@ -349,6 +357,7 @@ class UpdateConfig:
         _in_range(self.max_grad_norm, "update.max_grad_norm", 0.0)
         _in_range(self.mini_batches, "update.mini_batches", 1)
         _in_range(self.micro_batch_size, "update.micro_batch_size", 1)
+        _in_range(self.micro_batch_tokens, "update.micro_batch_tokens", 0)
         _in_range(self.logprob_chunk_tokens, "update.logprob_chunk_tokens", 1)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from pipeline import cache, methods, tracking
+from pipeline import accounting, cache, methods, tracking
 from pipeline import schema as S
 from pipeline.config import Config, dump_yaml, to_dict
 from pipeline.distributed import is_sharded, prepare_policy, rollout_model
@@ -165,11 +164,15 @@ class Run:
             broadcast_object_list(reuse)
         if reuse[0]:
             return cache.read_stage(path)
+        reset_ok = accounting.reset_peak()
         t0 = time.perf_counter()
         ds, stats = compute() if (collective or self.acc.is_main_process) else (None, {})
         if self.acc.is_main_process:
-            stats = {"rows": len(ds), "seconds": round(time.perf_counter() - t0, 3),
-                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **stats}
+            seconds = time.perf_counter() - t0
+            tokens = stats.get("tokens", accounting.dataset_tokens(ds))
+            stats = {"rows": len(ds), "seconds": round(seconds, 3), "tokens": tokens,
+                     "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), **accounting.peak_memory(reset_ok),
+                     **stats}
             meta = {"stage": stage, "step": step, "stage_version": STAGE_MODULES[stage].STAGE_VERSION,
                     "inputs": self._input_fps(stage, step), "stats": stats}
             cache.write_stage(path, fp, ds, meta)
@@ -288,7 +291,7 @@ class Run:
             seconds = time.perf_counter() - t0
             ds = _merge_shards(self.acc, src, rows, part)
             tokens = sum(len(c) for c in S.column_lists(ds, S.COMPLETION_IDS)[S.COMPLETION_IDS]) if ds is not None else 0
-            return ds, {"completion_tokens": tokens, "engine": backend.version(),
+            return ds, {"completion_tokens": tokens, "tokens": tokens, "engine": backend.version(),
                         "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
 
         return self.cached("generate", step, compute, force=force, collective=True)
@@ -343,6 +346,7 @@ class Run:
             tokens = _tokens(src) + (_tokens(sft_src) if sft_src is not None and not sft_step else 0)
             stats.update({} if sft_step else _step_summary(src), tokens=tokens,
                          tokens_per_s=round(tokens / seconds, 1), phase="sft" if sft_step else "rl")
+            stats.update(accounting.update_flops(state.model, tokens, len(src), seconds, self.cfg.update.precision))
             state.step, state.policy_fp = step, self.policy_fp(step)
             save_checkpoint(self.acc, state, self.tokenizer, self.out,
                             {"seed": self.cfg.train.seed, "sampler_position": step * self.cfg.prefixes.prompts_per_step})

@@ -37,7 +37,7 @@ def run(ds: Dataset, cfg: GenerateConfig, *, backend: RolloutBackend, stop_token
     S.require_columns(ds, REQUIRES, "generate")
     requests = build_requests(ds, cfg, seed=seed, step=step)
     todo = [i for i, demo in enumerate(S.column_lists(ds, S.IS_DEMO)[S.IS_DEMO]) if not demo]
-    sampling = SamplingParams(cfg.temperature, cfg.top_p, cfg.top_k, stop_token_ids)
+    sampling = SamplingParams(cfg.temperature, cfg.top_p, cfg.top_k, stop_token_ids, cfg.min_new_tokens)
     completions: list = [Completion([], [], "demo") for _ in requests]
     for i, c in zip(todo, backend.generate([requests[i] for i in todo], sampling) if todo else []):
         completions[i] = c

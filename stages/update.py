@@ -32,6 +32,7 @@ import torch
 from datasets import Dataset, Value, concatenate_datasets
 
 from pipeline import schema as S
+from pipeline.batching import micro_groups
 from pipeline.config import ObjectiveConfig, UpdateConfig
 from pipeline.distributed import clip_grad_norm, gradient_sync
 from pipeline.logprobs import sequence_logprobs
@@ -114,10 +115,12 @@ def collate(rows: list[int], prompts, prefixes, completions, adv_prefix: torch.T
 def plan_batches(ds: Dataset, adv_prefix: torch.Tensor, adv_cont: torch.Tensor, cfg: UpdateConfig,
                  objective: ObjectiveConfig, *, pad_id: int, seed: int, step: int, rank: int, world: int) -> Plan:
     """Shuffle the trajectories (seeded), split into PPO mini-batches, give each rank its share, and
-    cut that share into micro-batches. A sequence enters the constant normaliser when it carries
-    policy-gradient tokens (NLL-only demonstration rows do not)."""
+    cut that share into micro-batches (a fixed count, or a token budget: pipeline.batching). A sequence
+    enters the constant normaliser when it carries policy-gradient tokens (NLL-only demonstration rows do
+    not)."""
     prompts, prefixes, completions = token_lists(ds)
     order = np.random.default_rng([seed, step, 0xB47C]).permutation(len(ds)).tolist()
+    lengths = [len(p) + len(f) + len(c) for p, f, c in zip(prompts, prefixes, completions)]
     per_mini = len(order) // cfg.mini_batches
     prefix_pg = objective.prefix_loss != "nll" and objective.gate != "none"
     plan = Plan([], [])
@@ -128,9 +131,9 @@ def plan_batches(ds: Dataset, adv_prefix: torch.Tensor, adv_cont: torch.Tensor, 
         plan.sizes.append(MiniSizes(sequences=sum(1 for i in mini if completions[i] or (prefix_pg and prefixes[i])),
                                     tokens=cont + (demo if prefix_pg else 0), cont_tokens=cont,
                                     demo_tokens=demo if objective.prefix_loss == "nll" else 0))
-        local = mini[rank::world]
-        plan.minis.append([collate(local[j:j + cfg.micro_batch_size], prompts, prefixes, completions, adv_prefix,
-                                   adv_cont, pad_id) for j in range(0, len(local), cfg.micro_batch_size)])
+        groups = micro_groups(mini, lengths, size=cfg.micro_batch_size, token_budget=cfg.micro_batch_tokens,
+                              rank=rank, world=world)
+        plan.minis.append([collate(g, prompts, prefixes, completions, adv_prefix, adv_cont, pad_id) for g in groups])
     return plan
 
 

@@ -80,3 +80,17 @@ def test_chunking_by_batch_size_gives_the_same_rows():
     a = _backend(batch_size=64).generate(reqs, SamplingParams(1.0))
     b = _backend(batch_size=3).generate(reqs, SamplingParams(1.0))
     assert [o.token_ids for o in a] == [o.token_ids for o in b]
+
+
+def test_min_new_tokens_masks_stop_tokens_until_reached():
+    backend = _backend()
+    reqs = [GenerationRequest([5, 6, 7], [], 12, seed=s) for s in range(8)]
+    stops = list(range(1, 36))  # 35 of 40 tokens stop: unconstrained rows end almost at once
+    free = backend.generate(reqs, SamplingParams(1.0, stop_token_ids=stops))
+    assert min(len(o.token_ids) for o in free) < 6
+    outs = backend.generate(reqs, SamplingParams(1.0, stop_token_ids=stops, min_new_tokens=6))
+    for o in outs:
+        assert len(o.token_ids) >= 6 and not set(o.token_ids[:6]) & set(stops)
+        assert all(lp > -1e30 for lp in o.logprobs)
+    forced = backend.generate(reqs, SamplingParams(1.0, stop_token_ids=stops, min_new_tokens=12))
+    assert all(len(o.token_ids) == 12 and o.finish_reason == "length" for o in forced)

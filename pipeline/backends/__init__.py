@@ -27,6 +27,7 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     stop_token_ids: list[int] = field(default_factory=list)
+    min_new_tokens: int = 0  # stop tokens cannot be sampled before this many continuation tokens (benchmarks)
 
 
 @dataclass

@@ -158,6 +158,9 @@ class TransformersBackend:
             is_forced = s < flen[active]  # [A]
             gen_index = (s - flen[active]).clamp_min(0)
             u = uniforms[active, gen_index.clamp_max(uniforms.shape[1] - 1)]
+            if sampling.min_new_tokens > 0 and sampling.stop_token_ids:
+                early = (~is_forced & (gen_index < sampling.min_new_tokens)).nonzero().squeeze(-1)  # rows
+                logits[early[:, None], stop_ids[None, :]] = float("-inf")  # as transformers' min_new_tokens
             tok, lp = sample_from_logits(logits, sampling, u)
             tok = torch.where(is_forced, forced[active, min(s, forced.shape[1] - 1)], tok)
             emitted[active, s] = tok

@@ -1,0 +1,50 @@
+"""Per-stage accounting: model FLOPs by hand, per-stage peak memory, tokens of a stage's output."""
+
+import numpy as np
+import pytest
+
+from pipeline import accounting
+from tests.conftest import tiny_qwen2
+
+
+def test_matmul_params_and_flops_by_hand():
+    model = tiny_qwen2(vocab_size=40)  # hidden 32, 2 layers, MLP 64, 2 heads of 16, 1 kv head, tied head
+    # per layer: q 32*32+32, k 32*16+16, v 32*16+16, o 32*32, MLP 3*32*64, 2 norms 2*32
+    #   = 1056 + 528 + 528 + 1024 + 6144 + 64 = 9344; 2 layers 18688 + final norm 32 + tied head 40*32 1280
+    assert accounting.matmul_params(model) == 20000
+    # forward per token at context 10: 2 * 20000 + 2 * 2 layers * 32 * 10 = 41280
+    assert accounting.forward_flops_per_token(model, 10) == 41280
+    accounting.measured_peak_flops.cache_clear()
+    out = accounting.update_flops(model, tokens=100, sequences=5, seconds=2.0, precision="fp32")
+    # context 100 / 5 / 2 = 10; 4 forwards * 100 tokens * 41280 = 16,512,000 FLOPs over 2 s
+    assert out["model_flops"] == 16_512_000 and out["flops_per_s"] == 8_256_000
+    assert out["peak_flops_per_s"] > 0 and out["mfu"] == pytest.approx(8_256_000 / out["peak_flops_per_s"], rel=1e-3)
+
+
+def test_untied_embedding_is_not_counted():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False)
+    # the tied model's 20000, plus an untied head of 40*32 = 1280; the input embedding is a lookup
+    assert accounting.matmul_params(Qwen2ForCausalLM(cfg)) == 20000
+
+
+def test_peak_memory_is_per_stage():
+    if not accounting.reset_peak():
+        pytest.skip("peak RSS cannot be reset here")
+    big = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    del big
+    first = accounting.peak_memory(True)["peak_rss_mb"]
+    assert accounting.reset_peak()
+    second = accounting.peak_memory(True)
+    # the 64 MiB were freed before the second window opened, so its peak is at least 48 MiB lower
+    assert second["peak_rss_scope"] == "stage" and second["peak_rss_mb"] < first - 48
+
+
+def test_dataset_tokens_counts_id_columns():
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"prompt_ids": [[1, 2], [3]], "completion_ids": [[4, 5, 6], []], "reward": [1.0, 0.0]})
+    assert accounting.dataset_tokens(ds) == 2 + 1 + 3 + 0
+    assert accounting.dataset_tokens(None) == 0
