@@ -333,3 +333,24 @@ def test_sft_lr_warmup():
 def test_method_options_are_validated(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("quickstart", override)
+
+
+def test_fresh_optimizer_after_sft_equals_a_new_run_from_the_sft_weights():
+    # SFT -> RFT: the first RL step after the SFT phase starts with empty Adam moments, exactly as a
+    # second run started from the SFT checkpoint would (weights compared bit for bit)
+    common = dict(accelerator=None, pad_id=0, temperature=1.0, max_response_tokens=16, seed=0, step=2)
+    a, cfg, acc = _policy(lr=1e-2)
+    common["accelerator"] = acc
+    update.run(None, cfg, ObjectiveConfig(), policy=a, sft_ds=_sft_rows(), sft_lr=1e-2, **{**common, "step": 1})
+    sft_weights = {k: v.detach().clone() for k, v in a.model.state_dict().items()}
+    update.run(_reward_ds(), cfg, ObjectiveConfig(), policy=a, fresh_optimizer=True, **common)
+    b, _, _ = _policy(lr=1e-2)
+    b.model.load_state_dict(sft_weights)
+    update.run(_reward_ds(), cfg, ObjectiveConfig(), policy=b, **common)
+    wa, wb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # without the reset the SFT step's moments carry over and the weights differ
+    c, _, _ = _policy(lr=1e-2)
+    update.run(None, cfg, ObjectiveConfig(), policy=c, sft_ds=_sft_rows(), sft_lr=1e-2, **{**common, "step": 1})
+    update.run(_reward_ds(), cfg, ObjectiveConfig(), policy=c, **common)
+    assert not all(torch.equal(wa[k], c.model.state_dict()[k]) for k in wa)
