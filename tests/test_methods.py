@@ -12,7 +12,7 @@ from pipeline import methods
 from pipeline import schema as S
 from pipeline.config import RECIPE_DIR, list_recipes, load_config, to_dict
 from pipeline.prompts import end_of_turn_ids
-from pipeline.policy import load_patches, model_fingerprint, patched_config, resolve_model_path
+from pipeline.policy import load_model, load_patches, model_fingerprint, patched_config, resolve_model_path
 from pipeline.run import train
 from stages import replay
 
@@ -130,6 +130,10 @@ def test_context_patch_is_applied_at_load(micro_path):
     conf = patched_config(str(micro_path), patched)
     theta = (getattr(conf, "rope_parameters", None) or {}).get("rope_theta", getattr(conf, "rope_theta", None))
     assert theta == 40000.0 and conf.max_position_embeddings == 16384
+    # the rotary tables of the loaded model use the new base: head_dim 16, inv_freq[1] = theta^(-2/16):
+    # 40000^(-0.125) = exp(-0.125 * 10.59663) = 0.265915 (unpatched: 10000^(-0.125) = 0.316228)
+    assert float(load_model(str(micro_path), patched).model.rotary_emb.inv_freq[1]) == pytest.approx(0.265915, rel=1e-5)
+    assert float(load_model(str(micro_path), plain).model.rotary_emb.inv_freq[1]) == pytest.approx(0.316228, rel=1e-5)
     # the patch is part of the starting weights' identity: caches of the unpatched model are not reused
     assert model_fingerprint(str(micro_path), plain) != model_fingerprint(str(micro_path), patched)
 
