@@ -143,7 +143,7 @@ class PrefixConfig:
     horizon_steps: int = 0
     """Schedule horizon T in steps; 0 means the run's total steps (SPEC §3)."""
     warmup_steps: int = 0
-    """Steps the lower bound stays at `low_start` before decaying."""
+    """Steps the lower bound stays at `low_start` before decaying (SPEC §3)."""
     min_prefix_tokens: int = 1
     """L = max(L, min_prefix_tokens) before the |y*|-1 cap (SPEC §3)."""
     layout: Literal["partial", "full", "hint"] = "partial"
@@ -255,7 +255,7 @@ class ObjectiveConfig:
     (LUFFY policy shaping, SPEC §10); `nll`: nll_coef x token-mean negative log-likelihood (SFT term of
     RL-with-SFT-loss, UFT's hint loss, SFT steps)."""
     nll_coef: float = 1.0
-    """`nll`: weight of the demonstration NLL (LUFFY's RL w/ SFT loss: 1.0; UFT's beta: 0.001)."""
+    """`nll`: weight of the demonstration NLL (LUFFY's RL w/ SFT loss: 1.0; UFT's beta: 0.001; SPEC §10)."""
     shaping_gamma: float = 0.1
     """`shaped`: gamma of f(p) = p/(p + gamma) (LUFFY: 0.1, SPEC §10)."""
     gate: Literal["top", "bottom", "random", "all", "none"] = "top"
@@ -369,14 +369,14 @@ class SFTConfig:
     fresh optimizer at the switch (SFT -> RFT); `replay`: RL every step, plus an SFT step whenever
     `sft.buffer_size` prompts the policy failed on (0 of N) have been buffered (ReLIFT)."""
     lr: float = 1e-5
-    """Learning rate of SFT steps (`update.lr` is that of RL steps)."""
+    """Learning rate of SFT steps (`update.lr` is that of RL steps; SPEC §9-§10)."""
     warmup_steps: int = 0
-    """SFT learning rate rises linearly over the first `warmup_steps` training steps, then stays."""
+    """SFT learning rate rises linearly over the first `warmup_steps` training steps, then stays (SPEC §9)."""
     batch_size: int = 0
     """Demonstrations per SFT step under `only` / `then_rl` (the global batch the token-level loss is
     averaged over, SPEC §9 caveat); 0 means `prefixes.prompts_per_step`."""
     steps: int = 0
-    """`then_rl`: how many steps the SFT phase lasts."""
+    """`then_rl`: how many steps the SFT phase lasts (SPEC §9 SFT -> RFT)."""
     buffer_size: int = 128
     """`replay`: failed prompts per SFT step (ReLIFT, SPEC §10)."""
 

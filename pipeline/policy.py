@@ -104,7 +104,9 @@ def patched_config(path: str, cfg: ModelConfig) -> Any:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path, **_hub_kwargs(cfg))
-    if cfg.rope_theta is not None:
+    if cfg.rope_theta is not None and getattr(config, "rope_parameters", None) is None and hasattr(config, "rope_theta"):
+        config.rope_theta = cfg.rope_theta  # transformers < 5 keeps the base as a top-level attribute
+    elif cfg.rope_theta is not None:
         rope = dict(getattr(config, "rope_parameters", None) or {"rope_type": "default"})
         rope["rope_theta"] = cfg.rope_theta
         config.rope_parameters = rope

@@ -509,10 +509,11 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
             log.info("step %d/%d  SFT  nll %.4f  grad %.3f  lr %.2e  %.1fs%s", step, cfg.train.total_steps,
                      stats["demo_nll"], stats["grad_norm"], stats["lr"], time.time() - t, val)
         elif acc.is_main_process:
-            log.info("step %d/%d  reward %.3f (hybrid %s)  prefix %s  loss %.4f  grad %.3f  clip %.3f  %.1fs%s",
+            log.info("step %d/%d  reward %.3f (hybrid %s)  prefix %s  loss %.4f  grad %.3f  clip %.3f%s  %.1fs%s",
                      step, cfg.train.total_steps, stats["reward_mean"], _fmt(stats.get("reward_hybrid")),
                      _fmt(stats.get("prefix_ratio_mean")), stats["loss"], stats["grad_norm"], stats["clip_frac"],
-                     time.time() - t, val)
+                     f"  + SFT on {stats['sft_rows']:.0f} replayed (nll {stats['sft_demo_nll']:.4f})"
+                     if "sft_rows" in stats else "", time.time() - t, val)
     bar.close()
     run.write_metrics(cfg.train.total_steps)
     run.close()  # stop the rollout engine before the final evaluation (SGLang also stops at exit on errors)

@@ -333,3 +333,49 @@ def test_sft_lr_warmup():
 def test_method_options_are_validated(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("quickstart", override)
+
+
+def test_fresh_optimizer_after_sft_equals_a_new_run_from_the_sft_weights():
+    # SFT -> RFT: the first RL step after the SFT phase starts with empty Adam moments, exactly as a
+    # second run started from the SFT checkpoint would (weights compared bit for bit)
+    common = dict(accelerator=None, pad_id=0, temperature=1.0, max_response_tokens=16, seed=0, step=2)
+    a, cfg, acc = _policy(lr=1e-2)
+    common["accelerator"] = acc
+    update.run(None, cfg, ObjectiveConfig(), policy=a, sft_ds=_sft_rows(), sft_lr=1e-2, **{**common, "step": 1})
+    sft_weights = {k: v.detach().clone() for k, v in a.model.state_dict().items()}
+    update.run(_reward_ds(), cfg, ObjectiveConfig(), policy=a, fresh_optimizer=True, **common)
+    b, _, _ = _policy(lr=1e-2)
+    b.model.load_state_dict(sft_weights)
+    update.run(_reward_ds(), cfg, ObjectiveConfig(), policy=b, **common)
+    wa, wb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # without the reset the SFT step's moments carry over and the weights differ
+    c, _, _ = _policy(lr=1e-2)
+    update.run(None, cfg, ObjectiveConfig(), policy=c, sft_ds=_sft_rows(), sft_lr=1e-2, **{**common, "step": 1})
+    update.run(_reward_ds(), cfg, ObjectiveConfig(), policy=c, **common)
+    assert not all(torch.equal(wa[k], c.model.state_dict()[k]) for k in wa)
+
+
+def _luffy_group():
+    # one group: an on-policy row (1 generated token, reward 0) and the whole demonstration as its
+    # hybrid member (1 demo token, nothing generated, reward 1)
+    return S.make_dataset({S.STEP: [1, 1], S.GROUP_ID: [0, 0], S.SLOT: [0, 1], S.IS_HYBRID: [False, True],
+                           S.HINT_LEN: [0, 0], S.PROMPT_IDS: [[3, 4, 5], [3, 4, 5]], S.PREFIX_IDS: [[], [7]],
+                           S.PREFIX_LEN: [0, 1], S.COMPLETION_IDS: [[9], []], S.REWARD: [0.0, 1.0]})
+
+
+@pytest.mark.parametrize("gamma", [0.1, 1e-6])
+def test_luffy_update_on_a_one_token_demo_matches_the_hand_computed_loss(gamma):
+    # Dr. GRPO over both members: mean 0.5 -> A = -0.5 (on-policy), +0.5 (demo).
+    # on-policy token at ratio 1: -A r = 0.5 (unclipped); demo token: -A p/(p+gamma) = -0.5 p/(p+gamma),
+    # p = exp(-demo_nll) of the demo token before the update; constant normaliser B * L_max = 2 * 16
+    objective = ObjectiveConfig(prefix_loss="shaped", shaping_gamma=gamma, gate="all", clip_continuation=False,
+                                dual_clip=0.0, entropy_coef=0.0)
+    state, cfg, acc = _policy()
+    rows, stats = update.run(_luffy_group(), cfg, objective, policy=state, accelerator=acc, pad_id=0,
+                             temperature=1.0, max_response_tokens=16, seed=0, step=1)
+    p = math.exp(-rows.filter(lambda r: r[S.IS_HYBRID])["demo_nll"][0])
+    assert sorted(rows[S.ADVANTAGE]) == [-0.5, 0.5]
+    assert stats["pg_loss"] == pytest.approx((0.5 - 0.5 * p / (p + gamma)) / 32, rel=1e-4, abs=1e-9)  # fp32
+    if gamma < 1e-3:  # f(p) -> 1: the demo term is the constant -A = -0.5
+        assert stats["pg_loss"] == pytest.approx((0.5 - 0.5) / 32, abs=1e-6)
