@@ -90,7 +90,7 @@ def run(ds: Dataset, cfg: PrefixConfig, *, step: int, horizon: int, seed: int,
     for g in range(len(picks)):
         demo = rows[S.DEMO_IDS][g]
         for slot in range(n):
-            hybrid = slot >= n - k
+            hybrid = slot >= n - k and len(demo) > 0  # a prompt without demonstration (data.demo_fraction): RFT
             drawn = float(low + (cfg.high - low) * rng.random()) if hybrid else 0.0
             length = prefix_length(drawn, len(demo), cfg.min_prefix_tokens, max_response_tokens) if hybrid else 0
             for col in (S.ID, S.SOURCE, S.LEVEL, S.ANSWER, S.PROMPT_IDS):

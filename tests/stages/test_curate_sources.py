@@ -161,3 +161,40 @@ def test_column_mapping_and_bad_sources_fail_with_one_line(tmp_path):
         load_sources([{"path": str(path), "format": "math", "weight": "2"}])
     with pytest.raises(ConfigError, match="data.sources"):
         DataConfig(source="files")
+
+
+def test_openr1_parquet_in_luffy_layout(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    instruction = "Please reason step by step, and put your final answer within \\boxed{}."
+    rows = [{"prompt": [{"role": "system", "content": "sys"}, {"role": "user", "content": f"What is 6*7?\n{instruction}"}],
+             "target": [{"role": "assistant", "content": "<think>6*7=42</think>\nSo $\\boxed{42}$."}],
+             "reward_model": {"ground_truth": "42", "style": "rule"}},
+            {"prompt": [{"role": "system", "content": "sys"}], "target": [{"role": "assistant", "content": "x"}],
+             "reward_model": {"ground_truth": "1", "style": "rule"}}]  # no user turn
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "openr1.parquet")
+    ds, report = load_sources([{"path": str(tmp_path / "openr1.parquet"), "format": "openr1"}])
+    assert report["openr1"] == {"rows_read": 2, "dropped_missing_problem": 1, "rows_kept": 1}
+    assert ds[0]["problem"] == "What is 6*7?" and ds[0]["answer"] == "42"
+    assert ds[0]["demonstration"].startswith("<think>")
+
+
+def test_demo_fraction_keeps_prompts_and_prefixes_gives_them_no_hybrid(tmp_path, micro_tokenizer):
+    from pipeline.config import PrefixConfig
+    from stages import prefixes
+
+    rows = [{"problem": f"Compute {i} plus {i}.", "solution": f"It is $\\boxed{{{2 * i}}}$.", "answer": str(2 * i)}
+            for i in range(1, 9)]
+    cfg = DataConfig(source="files", sources=[{"path": str(_jsonl(tmp_path / "d.jsonl", rows)), "format": "aime"}],
+                     decontaminate=[], demo_fraction=0.25)
+    report: dict = {}
+    ds = curate.run(curate.load_source(cfg, report), cfg, tokenizer=micro_tokenizer, report=report)
+    # 8 prompts kept; round(0.25 * 8) = 2 keep their demonstration, 6 do not
+    assert len(ds) == 8 and report["prompts_without_demo"] == 6
+    assert sum(len(d) > 0 for d in ds["demo_ids"]) == 2 and sum(ds["demo_verified"]) == 2
+    out = prefixes.run(ds, PrefixConfig(prompts_per_step=8, samples_per_prompt=4, hybrids_per_prompt=1), step=1,
+                       seed=0, horizon=10, max_response_tokens=64)
+    with_demo = {i for i, d in zip(ds["id"], ds["demo_ids"]) if d}
+    hybrid_ids = {i for i, h in zip(out["id"], out["is_hybrid"]) if h}
+    assert hybrid_ids == with_demo  # one hybrid per prompt with a demonstration, none for the others
