@@ -53,6 +53,21 @@ def load_source(cfg: DataConfig, report: dict[str, Any] | None = None) -> Datase
     })
 
 
+def input_fingerprint(cfg: DataConfig) -> list[Any]:
+    """(path, size, mtime) of every local source file and of the local evaluation copies, so that the
+    curate cache notices an edited file at the same path; [] for the toy source. Hub sources are keyed by id."""
+    from pathlib import Path
+
+    if cfg.source == "toy":
+        return []
+    paths = [Path(s["path"]) for s in cfg.sources if s.get("path") and not s["path"].startswith("hub:")]
+    if cfg.decontaminate and cfg.eval_data_dir:
+        root = Path(cfg.eval_data_dir)
+        paths += sorted(p for d in (root, root / "eval") if d.is_dir() for p in d.iterdir() if p.is_file())
+    files = [f for p in paths for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
+    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
 def dedup_rows(problems: list[str]) -> list[int]:
     """Indices of the first occurrence of each normalised problem text (exact and near-exact duplicates)."""
     from pipeline.decontam import dedup_key
