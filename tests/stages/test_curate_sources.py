@@ -171,7 +171,8 @@ def test_openr1_parquet_in_luffy_layout(tmp_path):
     import pyarrow.parquet as pq
 
     instruction = "Please reason step by step, and put your final answer within \\boxed{}."
-    rows = [{"prompt": [{"role": "system", "content": "sys"}, {"role": "user", "content": f"What is 6*7?\n{instruction}"}],
+    user = {"role": "user", "content": f"What is 6*7?\n{instruction}"}
+    rows = [{"prompt": [{"role": "system", "content": "sys"}, user],
              "target": [{"role": "assistant", "content": "<think>6*7=42</think>\nSo $\\boxed{42}$."}],
              "reward_model": {"ground_truth": "42", "style": "rule"}},
             {"prompt": [{"role": "system", "content": "sys"}], "target": [{"role": "assistant", "content": "x"}],
