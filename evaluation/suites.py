@@ -284,7 +284,8 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
            ("gpqa_diamond.parquet", "valid.gpqa.parquet"), "GPQA-Diamond, 198 questions"),
     _suite("mmlu_pro", "choice", choice_item, ("TIGER-Lab/MMLU-Pro", None, "test"),
            ("mmlu_pro_test.parquet", "valid.mmlu_pro.parquet"), "MMLU-Pro test, 12,032 questions, options A-J"),
-    Suite("toy", "math", "held-out split of the embedded task, up to 100 problems per level 1-6 (527)", loader=_load_toy),
+    Suite("toy", "math", "held-out split of the embedded task, up to 100 problems per level 1-6 (527)",
+          loader=_load_toy),
 ]}
 GROUPS: dict[str, list[str]] = {
     "math": ["aime24", "aime25", "amc", "math500", "minerva", "olympiadbench"],

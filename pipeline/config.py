@@ -82,6 +82,9 @@ class DataConfig:
     """Seed of the per-source `weight` samples and of `prompt_fraction`."""
     prompt_fraction: float = 1.0
     """Fraction of the curated prompts kept (seeded sample after all filters; data-volume ablation, SPEC Q10)."""
+    demo_fraction: float = 1.0
+    """Fraction of the curated prompts that keep their demonstration (seeded); the others keep the prompt
+    with an empty demonstration and get no hybrid slot (RFT only). Data-volume ablation, SPEC Q10."""
     dedup: bool = True
     """Drop exact and near-exact duplicate problems (normalised text; the first occurrence is kept)."""
     decontaminate: list[str] = field(default_factory=lambda: ["math", "general"])
@@ -114,6 +117,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.source == "toy" or bool(self.sources), "data.sources", "source `files` needs at least one source")
         _in_range(self.prompt_fraction, "data.prompt_fraction", 0.0, 1.0)
+        _in_range(self.demo_fraction, "data.demo_fraction", 0.0, 1.0)
         _in_range(self.decontam_ngram, "data.decontam_ngram", 1)
         _in_range(self.decontam_threshold, "data.decontam_threshold", 0.0, 1.0)
         _check(len(self.toy_levels) > 0, "data.toy_levels", "must name at least one level")

@@ -102,7 +102,7 @@ class Run:
         c, version = self.cfg, STAGE_MODULES[stage].STAGE_VERSION
         seed = c.train.seed
         if stage == "curate":
-            return cache.fingerprint(stage, version, asdict(c.data), self.base_fp)
+            return cache.fingerprint(stage, version, asdict(c.data), curate.input_fingerprint(c.data), self.base_fp)
         if stage == "prefixes":
             return cache.fingerprint(stage, version, asdict(methods.prefix_config(c, step)), c.schedule_horizon,
                                      c.generate.max_response_tokens, seed, step, self.fp("curate"))
@@ -259,7 +259,8 @@ class Run:
     def run_curate(self, force: bool = False) -> cache.StageRecord:
         def compute():
             report: dict[str, Any] = {}
-            ds = curate.run(curate.load_source(self.cfg.data), self.cfg.data, tokenizer=self.tokenizer, report=report)
+            ds = curate.run(curate.load_source(self.cfg.data, report), self.cfg.data, tokenizer=self.tokenizer,
+                            report=report)
             if len(ds) == 0:
                 raise UserError(f"curate kept no rows ({report}); check data.* limits and the source")
             return ds, report

@@ -53,6 +53,21 @@ def load_source(cfg: DataConfig, report: dict[str, Any] | None = None) -> Datase
     })
 
 
+def input_fingerprint(cfg: DataConfig) -> list[Any]:
+    """(path, size, mtime) of every local source file and of the local evaluation copies, so that the
+    curate cache notices an edited file at the same path; [] for the toy source. Hub sources are keyed by id."""
+    from pathlib import Path
+
+    if cfg.source == "toy":
+        return []
+    paths = [Path(s["path"]) for s in cfg.sources if s.get("path") and not s["path"].startswith("hub:")]
+    if cfg.decontaminate and cfg.eval_data_dir:
+        root = Path(cfg.eval_data_dir)
+        paths += sorted(p for d in (root, root / "eval") if d.is_dir() for p in d.iterdir() if p.is_file())
+    files = [f for p in paths for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
+    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
 def dedup_rows(problems: list[str]) -> list[int]:
     """Indices of the first occurrence of each normalised problem text (exact and near-exact duplicates)."""
     from pipeline.decontam import dedup_key
@@ -106,7 +121,8 @@ def percentiles(lengths: list[int]) -> dict[str, int]:
 
 def run(ds: Dataset, cfg: DataConfig, *, tokenizer: Any, report: dict[str, Any] | None = None) -> Dataset:
     """Deduplicate, decontaminate, verify, render and tokenize; drop rows that fail; keep
-    `prompt_fraction` of the rest. `report` (if given) receives the counts."""
+    `prompt_fraction` of the rest, `demo_fraction` of those with their demonstration. `report` (if
+    given) receives the counts."""
     S.require_columns(ds, REQUIRES, "curate")
     counts: dict[str, Any] = {"rows_in": len(ds), "dropped_duplicate": 0, "dropped_contaminated": 0,
                               "dropped_empty_demo": 0, "dropped_demo_mismatch": 0, "flagged_demo_mismatch": 0,
@@ -123,6 +139,7 @@ def run(ds: Dataset, cfg: DataConfig, *, tokenizer: Any, report: dict[str, Any] 
         chosen = sorted(random.Random(f"prompts-{cfg.seed}").sample(range(n), round(cfg.prompt_fraction * n)))
         counts["dropped_prompt_fraction"] = n - len(chosen)
         out = {c: [v[j] for j in chosen] for c, v in out.items()}
+    _drop_demonstrations(out, cfg, counts)
     counts["rows_out"] = len(out[S.ID])
     counts["prompt_tokens"] = percentiles([len(x) for x in out[S.PROMPT_IDS]])
     counts["demo_tokens"] = percentiles([len(x) for x in out[S.DEMO_IDS]])
@@ -131,6 +148,17 @@ def run(ds: Dataset, cfg: DataConfig, *, tokenizer: Any, report: dict[str, Any] 
         report.update(counts)
     log.info("curate: %s", {k: v for k, v in counts.items() if k != "contaminated"})
     return S.make_dataset(out)
+
+
+def _drop_demonstrations(out: dict[str, list], cfg: DataConfig, counts: dict[str, Any]) -> None:
+    """Keep the demonstration of a seeded `demo_fraction` of the rows; empty it on the others."""
+    n = len(out[S.ID])
+    if cfg.demo_fraction >= 1.0 or not n:
+        return
+    keep = set(random.Random(f"demos-{cfg.seed}").sample(range(n), round(cfg.demo_fraction * n)))
+    for j in set(range(n)) - keep:
+        out[S.DEMONSTRATION][j], out[S.DEMO_IDS][j], out[S.DEMO_VERIFIED][j] = "", [], False
+    counts["prompts_without_demo"] = n - len(keep)
 
 
 def _verify_and_tokenize(rows: dict[str, list], keep: list[int], cfg: DataConfig, tokenizer: Any,
@@ -187,7 +215,7 @@ def report_table(report: dict[str, Any]) -> str:
         lines += [f"| source `{name}`: {k} | {v} |" for k, v in c.items() if k.startswith("dropped_") and v]
         lines.append(f"| source `{name}`: kept | {c['rows_kept']} |")
     lines.append(f"| **rows in** | **{report['rows_in']}** |")
-    lines += [f"| {k} | {v} |" for k, v in report.items() if k.startswith(("dropped_", "flagged_"))]
+    lines += [f"| {k} | {v} |" for k, v in report.items() if k.startswith(("dropped_", "flagged_", "prompts_"))]
     lines.append(f"| **rows out** | **{report['rows_out']}** |")
     by_suite: dict[str, int] = {}
     for m in report.get("contaminated", []):

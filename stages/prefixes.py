@@ -118,7 +118,7 @@ def run(ds: Dataset, cfg: PrefixConfig, *, step: int, horizon: int, seed: int, m
             hint = list(demo[:hint_length(len(demo), int(rng.binomial(min(cfg.hint_chunks, len(demo)), p_hint)),
                                           cfg.hint_chunks)])
         for slot in range(n):
-            hybrid = slot >= n - k
+            hybrid = slot >= n - k and len(demo) > 0  # a prompt without demonstration (data.demo_fraction): RFT
             prompt, prefix, drawn = list(rows[S.PROMPT_IDS][g]), [], 0.0
             if hybrid and cfg.layout == "partial":
                 drawn = float(low + (cfg.high - low) * rng.random())

@@ -90,7 +90,8 @@ def _sources(tmp_path: Path) -> list[dict[str, str]]:
     aime_rows = [{"problem": "Compute $3\\cdot 4$.", "solution": "It is $\\boxed{12}$.", "answer": "12"},
                  {"problem": "Compute $3\\cdot 5$.", "solution": "It is $\\boxed{16}$.", "answer": "15"},
                  {"problem": EVAL_PROBLEMS["aime24"][1], "solution": "$\\boxed{231}$", "answer": 231},
-                 {"problem": "Compute $6 \\cdot 7$.", "solution": "", "answer": "42"}]
+                 {"problem": "Compute $6 \\cdot 7$.", "solution": "", "answer": "42"},
+                 {"problem": "Compute $6 \\cdot 8$.", "solution": "It is $\\boxed{48}$.", "answer": "$$"}]  # unparsable
     return [{"path": str(_jsonl(tmp_path / "math_train.jsonl", math_rows)), "format": "math"},
             {"path": str(_jsonl(tmp_path / "gsm8k_train.jsonl", gsm_rows)), "format": "gsm8k"},
             {"path": str(_jsonl(tmp_path / "aime.jsonl", aime_rows)), "format": "aime", "name": "aime"}]
@@ -104,8 +105,8 @@ def test_loaders_normalise_each_format_and_count_malformed_rows(tmp_path):
     # gsm8k: 3 rows; one without `####` (missing_answer), one unparsable line (malformed_row) -> 1 kept
     assert report["gsm8k_train"] == {"rows_read": 3, "dropped_missing_answer": 1, "dropped_malformed_row": 1,
                                      "rows_kept": 1}
-    # aime: 4 rows; the empty solution -> 3 kept
-    assert report["aime"] == {"rows_read": 4, "dropped_empty_demonstration": 1, "rows_kept": 3}
+    # aime: 5 rows; the empty solution -> 4 kept (the unparsable answer is the verifier's to count)
+    assert report["aime"] == {"rows_read": 5, "dropped_empty_demonstration": 1, "rows_kept": 4}
     rows = ds.to_list()
     assert [r["id"] for r in rows[:2]] == ["math_train-algebra/1", "math_train-algebra/2"]
     assert rows[0]["answer"] == "2" and rows[0]["level"] == 2
@@ -120,10 +121,12 @@ def test_curate_dedups_decontaminates_verifies_and_reports(tmp_path, micro_token
                      decontaminate=["aime24", "math500"], max_prompt_tokens=100_000, max_demo_tokens=100_000)
     report: dict = {}
     ds = curate.run(curate.load_source(cfg, report), cfg, tokenizer=micro_tokenizer, report=report)
-    # 8 rows in; algebra/2 duplicates algebra/1; geo/4 (math500) and aime-2 (aime24) contaminated;
-    # aime-1 (boxed 16 vs answer 15) mismatched -> 8 - 1 - 2 - 1 = 4 out (algebra/3's boxed 5 is its reference)
-    assert report["rows_in"] == 8 and report["dropped_duplicate"] == 1
+    # 9 rows in; algebra/2 duplicates algebra/1; geo/4 (math500) and aime-2 (aime24) contaminated;
+    # aime-1 (boxed 16 vs answer 15) mismatched; aime-4's answer "$$" does not parse
+    # -> 9 - 1 - 2 - 1 - 1 = 4 out (algebra/3's boxed 5 is its own reference)
+    assert report["rows_in"] == 9 and report["dropped_duplicate"] == 1
     assert report["dropped_contaminated"] == 2 and report["dropped_demo_mismatch"] == 1
+    assert report["dropped_unparsable_answer"] == 1
     assert report["rows_out"] == len(ds) == 4
     assert sorted((m["id"], m["suite"]) for m in report["contaminated"]) == [
         ("aime-2", "aime24"), ("math_train-geo/4", "math500")]
@@ -161,3 +164,50 @@ def test_column_mapping_and_bad_sources_fail_with_one_line(tmp_path):
         load_sources([{"path": str(path), "format": "math", "weight": "2"}])
     with pytest.raises(ConfigError, match="data.sources"):
         DataConfig(source="files")
+
+
+def test_openr1_parquet_in_luffy_layout(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    instruction = "Please reason step by step, and put your final answer within \\boxed{}."
+    user = {"role": "user", "content": f"What is 6*7?\n{instruction}"}
+    rows = [{"prompt": [{"role": "system", "content": "sys"}, user],
+             "target": [{"role": "assistant", "content": "<think>6*7=42</think>\nSo $\\boxed{42}$."}],
+             "reward_model": {"ground_truth": "42", "style": "rule"}},
+            {"prompt": [{"role": "system", "content": "sys"}], "target": [{"role": "assistant", "content": "x"}],
+             "reward_model": {"ground_truth": "1", "style": "rule"}}]  # no user turn
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "openr1.parquet")
+    ds, report = load_sources([{"path": str(tmp_path / "openr1.parquet"), "format": "openr1"}])
+    assert report["openr1"] == {"rows_read": 2, "dropped_missing_problem": 1, "rows_kept": 1}
+    assert ds[0]["problem"] == "What is 6*7?" and ds[0]["answer"] == "42"
+    assert ds[0]["demonstration"].startswith("<think>")
+
+
+def test_demo_fraction_keeps_prompts_and_prefixes_gives_them_no_hybrid(tmp_path, micro_tokenizer):
+    from pipeline.config import PrefixConfig
+    from stages import prefixes
+
+    rows = [{"problem": f"Compute {i} plus {i}.", "solution": f"It is $\\boxed{{{2 * i}}}$.", "answer": str(2 * i)}
+            for i in range(1, 9)]
+    cfg = DataConfig(source="files", sources=[{"path": str(_jsonl(tmp_path / "d.jsonl", rows)), "format": "aime"}],
+                     decontaminate=[], demo_fraction=0.25)
+    report: dict = {}
+    ds = curate.run(curate.load_source(cfg, report), cfg, tokenizer=micro_tokenizer, report=report)
+    # 8 prompts kept; round(0.25 * 8) = 2 keep their demonstration, 6 do not
+    assert len(ds) == 8 and report["prompts_without_demo"] == 6
+    assert sum(len(d) > 0 for d in ds["demo_ids"]) == 2 and sum(ds["demo_verified"]) == 2
+    out = prefixes.run(ds, PrefixConfig(prompts_per_step=8, samples_per_prompt=4, hybrids_per_prompt=1), step=1,
+                       seed=0, horizon=10, max_response_tokens=64)
+    with_demo = {i for i, d in zip(ds["id"], ds["demo_ids"]) if d}
+    hybrid_ids = {i for i, h in zip(out["id"], out["is_hybrid"]) if h}
+    assert hybrid_ids == with_demo  # one hybrid per prompt with a demonstration, none for the others
+
+
+def test_input_fingerprint_changes_when_a_source_file_changes(tmp_path):
+    path = _jsonl(tmp_path / "a.jsonl", [{"problem": "p", "solution": "$\\boxed{1}$", "answer": "1"}])
+    cfg = DataConfig(source="files", sources=[{"path": str(path), "format": "aime"}], decontaminate=[])
+    before = curate.input_fingerprint(cfg)
+    assert before == curate.input_fingerprint(cfg) and curate.input_fingerprint(DataConfig()) == []
+    _jsonl(path, [{"problem": "p", "solution": "$\\boxed{2}$", "answer": "2"}, {"problem": "q"}])
+    assert curate.input_fingerprint(cfg) != before  # size differs
