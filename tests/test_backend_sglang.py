@@ -260,6 +260,9 @@ class _Handler(BaseHTTPRequestHandler):
                                                                   "output_token_logprobs": [(-1.0, ids[-1] + 100, None)]}}
                     for ids in body["input_ids"]]
             self._send(200, outs)
+        elif self.path == "/flush_cache" and self.server.busy_flushes > 0:  # a finished batch not yet cleared
+            self.server.busy_flushes -= 1
+            self._send(400, {"success": False, "message": "pending requests"})
         elif self.path == "/update_weights_from_disk" and body["model_path"] == "/bad":
             self._send(400, {"success": False, "message": "no such checkpoint"})
         else:
@@ -272,6 +275,7 @@ def fake_servers():
     for _ in range(2):
         srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         srv.seen = []
+        srv.busy_flushes = 0
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         servers.append(srv)
     yield servers
@@ -291,10 +295,12 @@ def test_server_backend_splits_requests_keeps_order_and_pushes_to_every_server(f
     assert [o.token_ids for o in outs] == [[100], [102], [102], [104], [104]]  # last input id + 100, in order
     gen = [[b["input_ids"] for p, b in s.seen if p == "/generate"] for s in fake_servers]
     assert gen == [[[[0], [2], [4]]], [[[1, 2], [3, 4]]]]  # requests 0, 2, 4 | 1, 3 (prompt + prefix)
+    fake_servers[1].busy_flushes = 2  # the second server answers 400 twice before its flush succeeds
     backend.sync_weights(tiny_qwen2(), checkpoint="/ckpt/step-000002")
+    assert [p for p, _ in fake_servers[1].seen][-4:] == ["/update_weights_from_disk"] + ["/flush_cache"] * 3
+    assert [p for p, _ in fake_servers[0].seen][-2:] == ["/update_weights_from_disk", "/flush_cache"]
     for s in fake_servers:
-        assert [p for p, _ in s.seen][-2:] == ["/update_weights_from_disk", "/flush_cache"]
-        assert s.seen[-2][1] == {"model_path": "/ckpt/step-000002"}
+        assert [b for p, b in s.seen if p == "/update_weights_from_disk"] == [{"model_path": "/ckpt/step-000002"}]
     with pytest.raises(RuntimeError, match="HTTP 400.*no such checkpoint"):
         backend.sync_weights(tiny_qwen2(), checkpoint="/bad")
     with pytest.raises(ConfigError, match="weight_sync=disk"):

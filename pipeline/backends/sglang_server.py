@@ -22,6 +22,7 @@ import json
 import logging
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -200,9 +201,19 @@ class SGLangServerBackend:
     def resume(self) -> None:
         pass
 
-    def flush_cache(self) -> None:
+    def flush_cache(self, wait_s: float = 120.0) -> None:
+        """Flush every server's prefix cache. A server that still holds a finished batch answers HTTP 400
+        ("pending requests"); that is retried until `wait_s`."""
         for u in self.urls:
-            http_json(f"{u}/flush_cache", {}, self.timeout)
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    http_json(f"{u}/flush_cache", {}, self.timeout)
+                    break
+                except RuntimeError as e:
+                    if "HTTP 400" not in str(e) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
     def shutdown(self) -> None:
         if self._group is not None:

@@ -8,6 +8,7 @@ the engine/trainer log-prob mismatch on the step's own tokens.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import psutil
@@ -18,9 +19,14 @@ from pipeline.run import train
 from tests.sglang.helpers import record
 
 
+# Extra overrides, space-separated, e.g. "model.name_or_path=embedded:micro prefixes.prompts_per_step=8" where
+# building the embedded default (400 warm-start steps) does not fit the time at hand.
+EXTRA = os.environ.get("PREFIX_RFT_SGLANG_PIPELINE_OVERRIDES", "").split()
+
+
 def test_three_step_run_with_the_sglang_backend(tmp_path):
     cfg = load_config("quickstart", ["train.total_steps=3", "generate.backend=sglang", "eval.at_start=false",
-                                     "eval.at_end=false", "generate.engine_args={max_total_tokens: 32768}"])
+                                     "eval.at_end=false", "generate.engine_args={max_total_tokens: 32768}", *EXTRA])
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     t0 = time.perf_counter()
     summary = train(cfg, tmp_path / "run")
@@ -36,7 +42,7 @@ def test_three_step_run_with_the_sglang_backend(tmp_path):
     for r in rows:  # engine (bf16) vs trainer (bf16 autocast over fp32 weights) on the step's own tokens
         assert r["logprob_mismatch_tokens"] > 0
         assert r["logprob_mismatch_mean"] <= cfg.generate.max_logprob_mismatch
-    record("pipeline_3_steps", {"seconds": round(seconds, 1),
+    record("pipeline_3_steps", {"model": cfg.model.name_or_path, "overrides": EXTRA, "seconds": round(seconds, 1),
                                 "seconds_stage_generate": [r["seconds_stage_generate"] for r in rows],
                                 "logprob_mismatch_mean": [round(r["logprob_mismatch_mean"], 4) for r in rows],
                                 "logprob_mismatch_max": [round(r["logprob_mismatch_max"], 4) for r in rows],
