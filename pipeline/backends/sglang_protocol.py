@@ -41,6 +41,7 @@ def sampling_dict(req: GenerationRequest, sampling: SamplingParams) -> dict[str,
     """SGLang `sampling_params` of one request. temperature 0 is greedy in both protocols."""
     return {"max_new_tokens": req.max_new_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
             "top_k": sampling.top_k if sampling.top_k > 0 else -1, "stop_token_ids": list(sampling.stop_token_ids),
+            "min_new_tokens": min(sampling.min_new_tokens, req.max_new_tokens),
             "sampling_seed": request_seed(req.seed), "skip_special_tokens": False}
 
 
