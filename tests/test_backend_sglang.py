@@ -167,7 +167,10 @@ def test_sampling_params_and_output_parsing():
     req = GenerationRequest([1], [2], 7, seed=2 ** 64 + 5)
     sp = sampling_dict(req, SamplingParams(0.7, top_p=0.9, top_k=0, stop_token_ids=[2, 9]))
     assert sp == {"max_new_tokens": 7, "temperature": 0.7, "top_p": 0.9, "top_k": -1, "stop_token_ids": [2, 9],
-                  "sampling_seed": 5, "skip_special_tokens": False}  # 2**64 + 5 mod 2**63 = 5; top_k 0 -> -1
+                  "min_new_tokens": 0, "sampling_seed": 5,
+                  "skip_special_tokens": False}  # 2**64 + 5 mod 2**63 = 5; top_k 0 -> -1
+    # min_new_tokens is capped by the request's budget: min(10, 7) = 7
+    assert sampling_dict(req, SamplingParams(min_new_tokens=10))["min_new_tokens"] == 7
     out = {"output_ids": [5, 2], "meta_info": {"finish_reason": {"type": "stop", "matched": 2},
                                                "output_token_logprobs": [(-0.1, 5, None), (-0.2, 2, None)]}}
     assert completion_from_output(out, req) == Completion([5, 2], [-0.1, -0.2], "stop")
