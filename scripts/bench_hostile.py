@@ -40,7 +40,7 @@ def score_corpus(timeout_s: float, workers: int) -> dict:
     wrong = [h.name for h, r in zip(items, results) if r[0] != h.expected]
     slowest = max(range(len(items)), key=lambda i: pool.item_seconds[i])
     return {"items": len(items), "statuses": dict(Counter(r[1] for r in results)), "wrong": len(wrong),
-            "wrong_names": wrong[:10], "max_item_s": round(pool.item_seconds[slowest], 3),
+            "wrong_names": wrong[:10], "timeout_names": [h.name for h, r in zip(items, results) if r[1] == "timeout"], "max_item_s": round(pool.item_seconds[slowest], 3),
             "slowest": items[slowest].name, "limit_s": timeout_s,
             "over_limit": sum(s > timeout_s + KILL_SLACK_S for s in pool.item_seconds),
             "total_s": round(seconds, 2), "workers": pool.num_workers, "timeouts": pool.timeouts,
