@@ -6,8 +6,9 @@ with math-verify. Completions are untrusted: the graded text is capped before an
 found by a linear brace scan (no regex backtracking, no `eval`), and math-verify only ever sees the
 short boxed content, inside a worker process with a hard time limit (`pipeline.scoring`).
 
-Statuses: `ok` (graded; reward 0 or 1), `no_answer` (no box, or nothing parsable in it), `timeout`,
-`error`.
+Statuses: `ok` (graded; reward 0 or 1), `no_answer` (no box, nothing parsable in it, or content refused
+by `answer_guard.screen_answer`), `timeout`, `error`. Workers parse LaTeX only, with sympy hardened so
+that no string reaches `eval` (`prepare_worker`); a constant equation (`18 = 17`) must hold on every side.
 """
 
 from __future__ import annotations
