@@ -14,6 +14,7 @@ literals (`17`, `0.5`, `.5`, `2.5E3`) without eval and refuses every other strin
 a tripwire, so a caller that kept a reference to the original `parse_expr` cannot reach `eval` either.
 
 `screen_answer` refuses, before any parsing, boxed content no answer to a math problem looks like:
+(rules and examples in its body)
 too long, nested too deep, exponent towers, huge factorials/sums/products, non-ASCII look-alikes.
 The worker's hard time and memory limits stay the backstop for anything that passes it.
 """
@@ -24,7 +25,7 @@ import re
 import unicodedata
 
 MAX_ANSWER_CHARS = 400
-MAX_BRACE_DEPTH = 12
+MAX_BRACE_DEPTH = 8
 MAX_LITERAL_DIGITS = 120
 MAX_POWER_DEPTH = 2  # a^{b^{c}} is the deepest tower accepted
 # Non-ASCII characters an answer may legitimately contain (mapped or understood by the LaTeX parser).
@@ -32,6 +33,9 @@ ALLOWED_UNICODE = frozenset("πθαβγ√∞×÷·−±≤≥≠°∈∪∩")
 _BIG_OPERATORS = ("\\sum", "\\prod", "\\int", "\\lim", "!", "\\Gamma", "\\binom", "\\det", "\\begin")
 _LITERAL = re.compile(r"(?:[0-9]+|[0-9]*\.[0-9]+|[0-9]+\.)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _DIGIT_RUN = re.compile(r"[0-9]+", re.ASCII)
+_DIGIT_RUN_2 = re.compile(r"[0-9]{2}", re.ASCII)
+_DIGIT_RUN_5 = re.compile(r"[0-9]{5}", re.ASCII)
+_BIG_SYMBOLIC_POWER = re.compile(r"\^\s*\{?\s*[0-9]{3}", re.ASCII)
 
 
 class UnsafeParse(SyntaxError):
@@ -116,8 +120,14 @@ def screen_answer(content: str) -> str | None:
             return f"control character U+{ord(c):04X}"
     if _brace_depth(content) > MAX_BRACE_DEPTH:
         return "nested too deep"
-    if _power_depth(content) > MAX_POWER_DEPTH:
-        return "exponent tower"
+    powers = _power_depth(content)
+    if powers > MAX_POWER_DEPTH or (powers == MAX_POWER_DEPTH and _DIGIT_RUN_2.search(content)):
+        return "exponent tower"  # 2^{3^{2}} is fine, 10^{10^{10}} is not
+    if any(op in content for op in _BIG_OPERATORS) and (
+            "^" in content or content.count("!") > 1 or _DIGIT_RUN_5.search(content)):
+        return "big operator on a huge argument"  # (10^{10})!, \\Gamma(10^{5}), ((100!)!)!
+    if _BIG_SYMBOLIC_POWER.search(content) and re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", content)):
+        return "huge symbolic power"  # (x+1)^{1000} expands to a thousand terms
     if any(len(run) > MAX_LITERAL_DIGITS for run in _DIGIT_RUN.findall(content)):
         return "number literal too long"
     return None

@@ -103,6 +103,10 @@ def write_folder(path: Path, fp: str, fill: Callable[[Path], None]) -> None:
     temporary folder renamed into place (replacing any previous folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a write of this folder that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in path.parent.glob(f".{path.name}.trash-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tag = uuid.uuid4().hex[:8]
     tmp = path.parent / f".{path.name}.tmp-{tag}"
     tmp.mkdir()

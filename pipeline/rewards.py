@@ -6,15 +6,18 @@ with math-verify. Completions are untrusted: the graded text is capped before an
 found by a linear brace scan (no regex backtracking, no `eval`), and math-verify only ever sees the
 short boxed content, inside a worker process with a hard time limit (`pipeline.scoring`).
 
-Statuses: `ok` (graded; reward 0 or 1), `no_answer` (no box, or nothing parsable in it), `timeout`,
-`error`.
+Statuses: `ok` (graded; reward 0 or 1), `no_answer` (no box, nothing parsable in it, or content refused
+by `answer_guard.screen_answer`), `timeout`, `error`. Workers parse LaTeX only, with sympy hardened so
+that no string reaches `eval` (`prepare_worker`); a constant equation (`18 = 17`) must hold on every side.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import OrderedDict
 
+from pipeline.answer_guard import harden_sympy, screen_answer
 from pipeline.scoring import Result, get_pool
 
 MAX_GRADED_CHARS = 20_000  # tail of the response that is searched for the answer
@@ -62,19 +65,67 @@ def last_boxed(text: str) -> str | None:
         pos = start  # malformed or oversized box: look at an earlier one
 
 
+def prepare_worker() -> None:
+    """Run once in each scoring worker before it announces itself ready: no string reaches `eval`
+    (answer_guard), and one warm-up grade pays the parser's lazy initialisation (seconds on a loaded
+    machine), which would otherwise eat the first item's time limit in every fresh worker."""
+    harden_sympy()
+    grade_math("\\boxed{x = \\frac{1}{2}}", "0.5", False)
+
+
+def equation_sides(content: str) -> list[str]:
+    """`a = b = c` split at top-level `=` (not `<=`, `>=`, `!=`, nor inside braces); [content] otherwise."""
+    sides, depth, start = [], 0, 0
+    for i, c in enumerate(content):
+        if c in "{([":
+            depth += 1
+        elif c in "})]":
+            depth -= 1
+        elif c == "=" and depth == 0:
+            if i > 0 and content[i - 1] in "<>!" or content[i + 1:i + 2] == "=":
+                return [content]
+            sides.append(content[start:i])
+            start = i + 1
+    return sides + [content[start:]] if sides else [content]
+
+
+def _is_label(side: str) -> bool:
+    """A left-hand side naming what is answered (`x`, `f(2)`, `\\text{area}`): it holds a letter
+    outside LaTeX commands."""
+    return bool(re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", side)))
+
+
+def _parse(text: str) -> list:
+    from math_verify import LatexExtractionConfig, parse
+
+    # LaTeX extraction only: the default ExprExtractionConfig hands plain text to sympy's parse_expr (eval)
+    return parse(f"\\boxed{{{text}}}", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
+
+
 def grade_math(response: str, reference: str, after_think: bool) -> Result:
-    """Grade one response against one reference (runs inside a scoring worker)."""
-    from math_verify import parse, verify
+    """Grade one response against one reference (runs inside a scoring worker). Boxed content that
+    `screen_answer` refuses (towers, deep nesting, look-alike unicode, ...) is `no_answer`, unparsed."""
+    from math_verify import verify
 
     boxed = last_boxed(graded_region(response, after_think))
     if boxed is None or not boxed.strip():
         return 0.0, "no_answer", ""
-    gold = parse(f"\\boxed{{{reference}}}", parsing_timeout=None)
-    pred = parse(f"\\boxed{{{boxed}}}", parsing_timeout=None)
-    if not pred:
-        return 0.0, "no_answer", boxed
+    if screen_answer(boxed) is not None:
+        return 0.0, "no_answer", boxed[:MAX_BOXED_CHARS]
+    gold = _parse(str(reference))
     if not gold:
         return 0.0, "error", boxed
+    sides = equation_sides(boxed)
+    if len(sides) > 1 and not _is_label(sides[0]):
+        # `18 = 17` states a falsehood; math-verify would grade only its last side: grade every side
+        preds = [_parse(side) for side in sides]
+        if not all(preds):
+            return 0.0, "no_answer", boxed
+        ok = all(verify(gold, pred, timeout_seconds=None) for pred in preds)
+        return (1.0 if ok else 0.0), "ok", boxed
+    pred = _parse(boxed)
+    if not pred:
+        return 0.0, "no_answer", boxed
     ok = verify(gold, pred, timeout_seconds=None)
     return (1.0 if ok else 0.0), "ok", boxed
 
