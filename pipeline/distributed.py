@@ -153,11 +153,15 @@ def full_state_dict(model: Any, accelerator: Any, *, all_ranks: bool = False) ->
 
 
 def rollout_model(model: Any, accelerator: Any) -> Any:
-    """The model the rollout engine runs: the trained module itself, or, when sharded, an unsharded copy
-    built from the gathered full state (sharded forwards would need every rank in lock-step, and
-    data-parallel generation gives ranks different numbers of decoding steps)."""
+    """The model the rollout engine runs: the trained module itself (a merged copy, for LoRA), or, when
+    sharded, an unsharded copy built from the gathered full state (sharded forwards would need every rank
+    in lock-step, and data-parallel generation gives ranks different numbers of decoding steps)."""
     if not is_sharded(model):
-        return accelerator.unwrap_model(model)
+        from pipeline.lora import is_lora, merged_model
+
+        plain = accelerator.unwrap_model(model)
+        # LoRA: decode with the adapters merged in (the same function, without the extra matmuls per token)
+        return merged_model(plain).eval() if is_lora(plain) else plain
     from transformers import AutoModelForCausalLM
 
     state = full_state_dict(model, accelerator, all_ranks=True)

@@ -72,7 +72,10 @@ class Run:
         self.cfg = cfg
         self.out = Path(output_dir)
         self.acc = accelerator
-        self.base_path = resolve_model_path(cfg.model)
+        # the main process resolves (and, for `embedded`, builds) first: transformers' save_pretrained writes
+        # nothing on a rank other than 0 once a process group exists, so a build there would be empty
+        with accelerator.main_process_first():
+            self.base_path = resolve_model_path(cfg.model)
         self.base_fp = model_fingerprint(self.base_path, cfg.model)
         self.tokenizer = load_tokenizer(self.base_path, cfg.model)
         self._fps: dict[tuple[str, int], str] = {}
