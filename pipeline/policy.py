@@ -209,7 +209,7 @@ def _save_sharded(accelerator: Any, state: TrainState, output_dir: Path) -> Path
     from pipeline import distributed
 
     staged = training_state_dir(output_dir, state.step)
-    staged = staged.parent / f".{staged.name}.tmp-sharded"
+    staged = staged.parent / f".{staged.name}.sharded-staging"  # not ".tmp-*": write_folder sweeps those
     if accelerator.is_main_process:
         shutil.rmtree(staged, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -16,7 +16,7 @@ from tests.test_pipeline import MICRO
 
 CMD = [sys.executable, "-m", "pipeline.train", "--config", "quickstart", *MICRO,
        "eval.at_start=false", "eval.at_end=false"]
-TIMING = ("seconds", "tokens_per_s", "peak_rss_mb")
+TIMING = ("seconds", "tokens_per_s", "peak_rss", "flops_per_s", "peak_flops_per_s", "mfu")  # measurements, not results
 
 
 def _train(out: Path, kill_when=None, timeout_s: float = 600) -> int:
