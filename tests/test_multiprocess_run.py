@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def test_two_process_run_is_killed_and_resumes(tmp_path, micro_path):
     proc = subprocess.Popen(_cmd(out), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
                             start_new_session=True)
     marker = out / "checkpoints" / "training-state-000001" / "_COMPLETE"
-    deadline = time.time() + 240
+    deadline = time.time() + 600  # generous: CI machines may be loaded
     while not marker.is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert marker.is_file(), log.read_text()[-3000:]
@@ -54,7 +55,9 @@ def test_two_process_run_is_killed_and_resumes(tmp_path, micro_path):
 
     res = subprocess.run(_cmd(out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "resuming" in res.stderr and "after step 1" in res.stderr
+    # killed right after step 1's training state; on a loaded machine step 2 may complete before the kill lands
+    resumed = re.search(r"resuming \S+ after step (\d+)", res.stderr)
+    assert resumed and int(resumed.group(1)) in (1, 2), res.stderr[-3000:]
     assert json.loads((out / "steps" / "000001" / "update" / "_COMPLETE").read_text())["written_at"] == step1
     gen = load_from_disk(str(out / "steps" / "000003" / "generate" / "data"))
     assert len(gen) == 2 * 4  # prompts_per_step x samples_per_prompt: both ranks' shares, merged once
