@@ -5,15 +5,13 @@ import math
 
 import pytest
 import torch
-from accelerate import Accelerator
 
 from pipeline import methods
 from pipeline import schema as S
-from pipeline.config import ConfigError, ObjectiveConfig, PrefixConfig, UpdateConfig, load_config
+from pipeline.config import ConfigError, ObjectiveConfig, PrefixConfig, load_config
 from pipeline.objectives import nll_loss, shaped_pg_loss
-from pipeline.policy import TrainState, make_optimizer
 from stages import prefixes, replay, update
-from tests.conftest import tiny_qwen2
+from tests.stages.test_update import _policy
 
 
 def t(x):
@@ -60,15 +58,6 @@ def test_nll_is_token_level_over_the_whole_batch():
     a = nll_loss(t([[-1.0, -1.0, -1.0]]), t([[1.0, 1.0, 1.0]]), 4)
     b = nll_loss(t([[-5.0, -9.0]]), t([[1.0, 0.0]]), 4)  # the masked -9 does not count
     assert float(a + b) == pytest.approx(2.0)
-
-
-def _policy(lr=1e-2, **ucfg):
-    model = tiny_qwen2(vocab_size=40)
-    cfg = UpdateConfig(lr=lr, weight_decay=0.0, **ucfg)
-    opt, sched = make_optimizer(model, cfg)
-    acc = Accelerator(cpu=True)
-    model, opt, sched = acc.prepare(model, opt, sched)
-    return TrainState(model, opt, sched, 0, "base"), cfg, acc
 
 
 def _capture(state):
