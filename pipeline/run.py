@@ -495,6 +495,8 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
     base_eval = evaluate_step(run, 0) if cfg.eval.at_start and cfg.eval.suites else {}
     if cfg.eval.validation_every and cfg.eval.at_start and cfg.eval.suites:
         evaluate_step(run, 0, validation=True)  # step 0 of the validation curve
+    if cfg.eval.validation_every and start and start % cfg.eval.validation_every == 0 and cfg.eval.suites:
+        evaluate_step(run, start, validation=True)  # cached; a crash may have come between an update and this
     bar = tqdm(total=cfg.train.total_steps, initial=start, desc="steps", disable=not acc.is_main_process)
     for step in range(start + 1, cfg.train.total_steps + 1):
         t = time.time()

@@ -28,3 +28,20 @@ def test_validation_every_step_is_logged(tmp_path, micro_path):
         assert r["val_toy_accuracy"] == val["suites"]["toy"]["accuracy"]
     assert json.loads((out / "eval" / "step-000002" / "summary.json").read_text())["suites"]["toy"]["problems"] == 6
     assert (out / "eval" / "accuracy_over_steps.png").stat().st_size > 1000
+
+
+def test_validation_lost_to_a_crash_is_redone_on_resume(tmp_path, micro_path):
+    """A crash between step 1's update and its validation: the resumed run validates step 1 before step 2."""
+    import shutil
+
+    out = tmp_path / "run"
+    cfg = load_config("quickstart", MICRO)
+    train(cfg, out)
+    # rewind to "killed right after step 1's update": nothing of step 2, no validation of step 1
+    for path in ("steps/000002", "checkpoints/step-000002", "checkpoints/training-state-000002", "eval/step-000002",
+                 "eval/validation/step-000002", "eval/validation/step-000001"):
+        shutil.rmtree(out / path)
+    (out / "summary.json").unlink()
+    train(cfg, out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all("val_toy_accuracy" in r for r in rows)
