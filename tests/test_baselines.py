@@ -11,7 +11,7 @@ from pipeline import schema as S
 from pipeline.config import ConfigError, ObjectiveConfig, PrefixConfig, load_config
 from pipeline.objectives import nll_loss, shaped_pg_loss
 from stages import prefixes, replay, update
-from tests.stages.test_update import _policy
+from tests.stages.test_update import _policy, _reward_ds
 
 
 def t(x):
@@ -123,23 +123,6 @@ def test_sft_step_uses_sft_lr_and_the_next_rl_step_the_schedule():
 
 
 # ---------------------------------------------------------------- equivalences between methods
-
-def _reward_ds(groups=2, n=4, k=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    cols = {c: [] for c in (S.STEP, S.GROUP_ID, S.SLOT, S.IS_HYBRID, S.HINT_LEN, S.PROMPT_IDS, S.PREFIX_IDS,
-                            S.PREFIX_LEN, S.COMPLETION_IDS, S.REWARD)}
-    for gi in range(groups):
-        prompt = torch.randint(1, 40, (5 + gi,), generator=g).tolist()
-        for slot in range(n):
-            hybrid = slot >= n - k
-            prefix = torch.randint(1, 40, (6,), generator=g).tolist() if hybrid else []
-            comp = torch.randint(1, 40, (3 + (slot * 3 + gi) % 5,), generator=g).tolist()
-            for col, v in ((S.STEP, 1), (S.GROUP_ID, gi), (S.SLOT, slot), (S.IS_HYBRID, hybrid), (S.HINT_LEN, 0),
-                           (S.PROMPT_IDS, prompt), (S.PREFIX_IDS, prefix), (S.PREFIX_LEN, len(prefix)),
-                           (S.COMPLETION_IDS, comp), (S.REWARD, float((slot + gi) % 2))):
-                cols[col].append(v)
-    return S.make_dataset(cols)
-
 
 def _rl_step(ds, objective, **ucfg):
     state, cfg, acc = _policy(**ucfg)

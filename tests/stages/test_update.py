@@ -13,14 +13,14 @@ from stages import update
 from tests.conftest import tiny_qwen2
 
 
-def _reward_ds(groups=2, n=4, seed=0):
+def _reward_ds(groups=2, n=4, seed=0, k=1):
     g = torch.Generator().manual_seed(seed)
     cols = {c: [] for c in (S.STEP, S.GROUP_ID, S.SLOT, S.IS_HYBRID, S.HINT_LEN, S.PROMPT_IDS, S.PREFIX_IDS,
                             S.PREFIX_LEN, S.COMPLETION_IDS, S.REWARD)}
     for gi in range(groups):
         prompt = torch.randint(1, 40, (5 + gi,), generator=g).tolist()
         for slot in range(n):
-            hybrid = slot == n - 1
+            hybrid = slot >= n - k
             prefix = torch.randint(1, 40, (6,), generator=g).tolist() if hybrid else []
             comp = torch.randint(1, 40, (3 + (slot * 3 + gi) % 5,), generator=g).tolist()
             for col, v in ((S.STEP, 1), (S.GROUP_ID, gi), (S.SLOT, slot), (S.IS_HYBRID, hybrid), (S.HINT_LEN, 0),
