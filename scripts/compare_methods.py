@@ -1,7 +1,7 @@
 """Reproduce the paper's comparison at toy scale: every method, the same rollout budget, several seeds.
 
     python scripts/compare_methods.py --output-dir runs/compare [--seeds 0,1,2] [--methods a,b,...]
-        [--recipe-base quickstart] [--quick] [--dry-run] [section.field=value ...]
+        [--recipe-base compare_toy] [--quick] [--dry-run] [section.field=value ...]
 
 Each method is a shipped recipe plus overrides (the table METHODS below). The recipe's own settings — what
 makes it that method — are laid over `--recipe-base`, which fixes the budget every method shares: prompts
@@ -50,6 +50,8 @@ class Method:
     prefix_rft: bool = False
 
 
+BASE = "<base>"
+
 # The paper's Table 1 baselines, Prefix-RFT, and its §6 ablations (gate and schedule).
 METHODS: tuple[Method, ...] = (
     Method("sft", "sft", label="SFT"),
@@ -57,11 +59,12 @@ METHODS: tuple[Method, ...] = (
     Method("sft-then-rft", "sft-then-rft", label="SFT -> RFT"),
     Method("rl-sft-loss", "rl-sft-loss", label="RL w/ SFT loss"),
     Method("luffy", "luffy", label="LUFFY"),
-    Method("prefix-rft", "quickstart", label="Prefix-RFT", prefix_rft=True),
-    Method("gate-all", "quickstart", ("objective.gate=all",), "Prefix-RFT, gate all", True),
-    Method("gate-bottom", "quickstart", ("objective.gate=bottom",), "Prefix-RFT, bottom-20% gate", True),
-    Method("gate-random", "quickstart", ("objective.gate=random",), "Prefix-RFT, random-20% gate", True),
-    Method("uniform", "quickstart", ("prefixes.schedule=uniform",), "Prefix-RFT, uniform schedule", True),
+    # Prefix-RFT and its ablations are the base recipe itself (BASE): the base must be a Prefix-RFT recipe.
+    Method("prefix-rft", BASE, label="Prefix-RFT", prefix_rft=True),
+    Method("gate-all", BASE, ("objective.gate=all",), "Prefix-RFT, gate all", True),
+    Method("gate-bottom", BASE, ("objective.gate=bottom",), "Prefix-RFT, bottom-20% gate", True),
+    Method("gate-random", BASE, ("objective.gate=random",), "Prefix-RFT, random-20% gate", True),
+    Method("uniform", BASE, ("prefixes.schedule=uniform",), "Prefix-RFT, uniform schedule", True),
 )
 BY_NAME = {m.name: m for m in METHODS}
 QUICK = ("train.total_steps=20", "eval.samples_per_problem=1")
@@ -90,7 +93,11 @@ def method_config(method: Method, base: str, seed: int, overrides: list[str], ev
     shared, _ = read_recipe(base)
     shared = apply_overrides(shared, overrides)
     rl_steps = int(shared.get("train", {}).get("total_steps", 50))
-    own = _own_settings(method.recipe) if method.recipe != base else {}
+    if method.recipe == BASE and int((shared.get("prefixes") or {}).get("hybrids_per_prompt", 1)) < 1:
+        raise ConfigError(f"--recipe-base {base}: {method.name} is the base recipe itself, so the base must be a "
+                          "Prefix-RFT recipe (prefixes.hybrids_per_prompt >= 1); use quickstart, compare_toy or "
+                          "qwen2.5-math-7b, or leave the Prefix-RFT methods out with --methods")
+    own = _own_settings(method.recipe) if method.recipe not in (BASE, base) else {}
     own.get("train", {}).pop("total_steps", None)  # the budget is the base's; SFT->RFT adds its phase below
     raw = apply_overrides(_lay_over(shared, own), list(method.overrides))
     sft = raw.get("sft") or {}
@@ -275,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2; 0 with --quick)")
     ap.add_argument("--methods", default=",".join(m.name for m in METHODS),
                     help="comma-separated, from: " + ", ".join(m.name for m in METHODS))
-    ap.add_argument("--recipe-base", default="quickstart", help="recipe fixing the shared budget and the model")
+    ap.add_argument("--recipe-base", default="compare_toy",
+                    help="recipe fixing the shared budget, the task and the model; it is also the Prefix-RFT method "
+                         "(default compare_toy: the quickstart trained on levels 2-6)")
     ap.add_argument("--quick", action="store_true", help="one seed, 20 steps: a smoke run of the whole comparison")
     ap.add_argument("--dry-run", action="store_true", help="write and validate every run's config, train nothing")
     ap.add_argument("overrides", nargs="*", help="section.field=value applied to every run (the shared budget)")
