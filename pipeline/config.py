@@ -346,6 +346,10 @@ class UpdateConfig:
     logprob_chunk_tokens: int = 1024
     """Tokens per lm-head chunk when computing log-probs and entropy: the [tokens x vocab] logits are
     never held whole."""
+    old_logprob_pass: Literal["auto", "always"] = "auto"
+    """PPO reference log-probs: `auto` takes them from the update's own forward (detached) when the step
+    is one optimizer step (`mini_batches` 1, micro-batch gate scope), which is exact and saves a forward
+    pass; `always` runs the separate no-grad pass first (needed and used automatically otherwise)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass."""
     lora: LoraConfig = field(default_factory=LoraConfig)

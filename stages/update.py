@@ -149,6 +149,16 @@ def _to(mb: MicroBatch, device: torch.device) -> MicroBatch:
     return mb
 
 
+def separate_old_pass(cfg: UpdateConfig, step_gate: bool) -> bool:
+    """Whether the PPO reference log-probs need their own forward pass before the update. With one
+    mini-batch the whole step is one optimizer step, so every micro-batch's forward runs on the
+    pre-update policy and `old_logp = logp.detach()` is that reference exactly (ratio 1, as TRL does with
+    num_iterations = 1): the separate pass is skipped. It is needed with several mini-batches (the policy
+    moves between them) and for the step-scope gate (it ranks every prefix token before the first
+    backward). `update.old_logprob_pass=always` forces it."""
+    return cfg.old_logprob_pass == "always" or cfg.mini_batches > 1 or step_gate
+
+
 @torch.no_grad()
 def old_logprobs(model: Any, plan: Plan, cfg: UpdateConfig, temperature: float) -> None:
     """Pre-update log-probs and entropies of every micro-batch (the PPO reference, SPEC §2)."""
@@ -201,6 +211,8 @@ def micro_loss(model: Any, mb: MicroBatch, objective: ObjectiveConfig, cfg: Upda
     pg_mask = cont | (prefix & (gated and objective.gate != "none"))  # [b, T]
     zero = logp.new_zeros(())
     pg, clipped = zero, torch.zeros_like(prefix)
+    if mb.old_logp is None:  # on-policy (one mini-batch, or SFT rows): this pass is the pre-update policy
+        mb.old_logp, mb.old_entropy = logp.detach(), entropy.detach()
     if sizes.sequences:
         clip_mask = mb.score_mask & torch.where(prefix, objective.clip_prefix, objective.clip_continuation)
         token_loss, clipped = ppo_clip_loss(logp, mb.old_logp, adv, objective.clip_low, objective.clip_high,
@@ -216,8 +228,6 @@ def micro_loss(model: Any, mb: MicroBatch, objective: ObjectiveConfig, cfg: Upda
     loss = pg + nll - objective.entropy_coef * ent
     kept_prefix = keep & prefix
     with torch.no_grad():
-        if mb.old_logp is None:  # SFT rows: one optimizer step, so this pass is the pre-update policy
-            mb.old_logp, mb.old_entropy = logp.detach(), entropy.detach()
         log_ratio = (logp - mb.old_logp)[pg_mask]
         stats = {
             "pg_loss": float(pg), "nll_loss": float(nll), "entropy_loss": float(ent), "loss": float(loss),
@@ -343,9 +353,11 @@ def rl_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, *, poli
     timings["collate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    old_logprobs(policy.model, plan, cfg, temperature)
-    mismatch = engine_mismatch(ds, plan, accelerator)
-    if objective.gate_scope == "step" and objective.gate not in ("all", "none") and objective.prefix_loss != "nll":
+    step_gate = (objective.gate_scope == "step" and objective.gate not in ("all", "none")
+                 and objective.prefix_loss != "nll")
+    if separate_old_pass(cfg, step_gate):
+        old_logprobs(policy.model, plan, cfg, temperature)
+    if step_gate:
         step_scope_gate(plan, objective, accelerator,
                         torch.Generator().manual_seed(derive_seed(seed, step, "gate-step")))
     timings["logprobs"] = time.perf_counter() - t
@@ -354,6 +366,7 @@ def rl_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, *, poli
     totals = optimise(policy, plan, objective, cfg, accelerator=accelerator, temperature=temperature,
                       max_response_tokens=max_response_tokens, seed=seed, step=step)
     timings["loss_and_step"] = time.perf_counter() - t
+    mismatch = engine_mismatch(ds, plan, accelerator)  # old_logp is the pre-update policy's either way
     out, stats = _metrics(ds, plan, adv_prefix, adv_cont, totals, timings, accelerator, "rl")
     return out, {**stats, **mismatch}
 

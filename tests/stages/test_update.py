@@ -115,3 +115,22 @@ def test_zero_advantage_and_no_entropy_bonus_means_no_update():
     after = state.model.state_dict()
     assert stats["grad_norm"] == 0.0
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("objective", [ObjectiveConfig(), ObjectiveConfig(prefix_loss="shaped", gate="all"),
+                                       ObjectiveConfig(prefix_loss="nll", advantage="exclude_hybrid")])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_reference_logprobs_equal_the_separate_pass_bit_for_bit(objective, precision):
+    # one mini-batch: old_logp = logp.detach() from the update's own forward is the pre-update policy,
+    # so skipping the separate no-grad pass changes neither the weights nor the logged statistics
+    assert not update.separate_old_pass(UpdateConfig(), step_gate=False)
+    assert update.separate_old_pass(UpdateConfig(mini_batches=2), step_gate=False)
+    assert update.separate_old_pass(UpdateConfig(), step_gate=True)
+    ds = _reward_ds(groups=3)
+    fused, _, m_fused, s_fused = _step(ds, objective, micro_batch_size=4, precision=precision)
+    sep, _, m_sep, s_sep = _step(ds, objective, micro_batch_size=4, precision=precision, old_logprob_pass="always")
+    wf, ws = _weights(fused), _weights(sep)
+    assert all(torch.equal(wf[k], ws[k]) for k in wf)
+    timing = [k for k in s_fused if k.startswith("seconds")]
+    assert {k: v for k, v in s_fused.items() if k not in timing} == {k: v for k, v in s_sep.items() if k not in timing}
+    assert m_fused.to_pandas().equals(m_sep.to_pandas())  # NaN where both have NaN
