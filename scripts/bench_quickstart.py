@@ -27,13 +27,14 @@ def main() -> int:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_quickstart_"))
-    out = Path(args.output_dir) if args.output_dir else tmp / "run"
+    out = Path(args.output_dir).resolve() if args.output_dir else tmp / "run"
     env = dict(os.environ)
     if args.fresh_cache:
         env["PREFIX_RFT_CACHE"] = str(tmp / "cache")
     t0 = time.time()
     res = subprocess.run([sys.executable, "-m", "pipeline.train", "--config", "quickstart", "--output-dir", str(out),
-                          *args.overrides], env=env, capture_output=True, text=True)
+                          *args.overrides], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])  # this checkout, not whatever is installed
     wall = time.time() - t0
     if res.returncode != 0:
         print(res.stderr[-3000:], file=sys.stderr)

@@ -22,6 +22,8 @@ import time
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout, not whatever is installed
+
 
 def load(preset: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -26,6 +26,8 @@ import time
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout, not whatever is installed
+
 VOCAB = 151936
 
 

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout, not whatever is installed
 
 
 def our_run(args, out: Path):
@@ -70,13 +71,18 @@ def trl_rows(run, cfg, steps: int) -> list[dict]:
     return rows
 
 
+STAGES: dict[str, list[float]] = {}
+
+
 def our_step(run, step: int) -> tuple[float, int]:
     t0 = time.perf_counter()
-    run.run_prefixes(step)
-    gen = run.run_generate(step)
-    run.run_reward(step)
-    run.run_update(step, require_checkpoint=True)
-    return time.perf_counter() - t0, int(gen.meta["stats"]["completion_tokens"])
+    for stage in ("prefixes", "generate", "reward", "update"):
+        t = time.perf_counter()
+        rec = getattr(run, f"run_{stage}")(step, **({"require_checkpoint": True} if stage == "update" else {}))
+        STAGES.setdefault(stage, []).append(time.perf_counter() - t)
+        if stage == "generate":
+            tokens = int(rec.meta["stats"]["completion_tokens"])
+    return time.perf_counter() - t0, tokens
 
 
 def trl_step(proc) -> tuple[float, int]:
@@ -140,6 +146,7 @@ def main() -> int:
         "max_new_tokens": args.max_new_tokens, "steps": args.steps, "warmup_steps_dropped": 1,
         "ours_step_s": [round(o[0], 2) for o in ours], "trl_step_s": [round(t[0], 2) for t in trl],
         "ours_completion_tokens": [o[1] for o in ours], "trl_completion_tokens": [t[1] for t in trl],
+        "ours_median_stage_s": {k: round(statistics.median(v[1:]), 3) for k, v in STAGES.items()},
         "median_step_ratio": round(statistics.median(ratios), 3), "goal_ratio_max": 0.5,
     }
     row["met"] = row["median_step_ratio"] <= 0.5

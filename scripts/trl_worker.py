@@ -76,6 +76,7 @@ def main() -> int:
         warmup_steps=0, beta=0.0, loss_type="dr_grpo", scale_rewards="none", epsilon=0.2, num_iterations=1,
         max_steps=spec["steps"], shuffle_dataset=False, use_cpu=True, bf16=False, logging_steps=1,
         report_to="none", save_strategy="no", disable_tqdm=True, seed=spec["seed"], dataloader_num_workers=0,
+        gradient_checkpointing=False,  # TRL 1.x turns it on by default; ours is off, so off on both sides
     )
     trainer = GRPOTrainer(model=model, reward_funcs=boxed_match, args=cfg, train_dataset=ds,
                           processing_class=tok, callbacks=[Lockstep()])
