@@ -1,5 +1,6 @@
 """transformers rollout backend: sampling rule, prefix continuation, budgets, stop tokens, seeds."""
 
+import pytest
 import torch
 
 from pipeline.backends import GenerationRequest, SamplingParams
@@ -94,3 +95,36 @@ def test_min_new_tokens_masks_stop_tokens_until_reached():
         assert all(lp > -1e30 for lp in o.logprobs)
     forced = backend.generate(reqs, SamplingParams(1.0, stop_token_ids=stops, min_new_tokens=12))
     assert all(len(o.token_ids) == 12 and o.finish_reason == "length" for o in forced)
+
+
+def test_preallocated_cache_gives_bit_identical_rollouts(monkeypatch):
+    # the rollout cache writes into one buffer instead of concatenating per token; the arithmetic must
+    # not change: same tokens and the same log-prob bits as transformers' DynamicCache, with forced
+    # prefixes, shared prompts and rows that stop early (rows dropped from the buffer mid-rollout)
+    from transformers import DynamicCache
+
+    from pipeline.backends import hf
+
+    reqs = [GenerationRequest([3 + i % 3, 4, 5, 6][: 2 + i % 3], [7, 8][: i % 3], 10, seed=i) for i in range(12)]
+    sampling = SamplingParams(1.0, stop_token_ids=[9, 10, 11])
+    backend = _backend()
+    ours = backend.generate(reqs, sampling)
+    monkeypatch.setattr(hf, "_preallocated_cache", lambda config, capacity: DynamicCache(config=config))
+    ref = backend.generate(reqs, sampling)
+    assert len({len(o.token_ids) for o in ref}) > 2  # some rows stopped early
+    assert [o.token_ids for o in ours] == [o.token_ids for o in ref]
+    assert [o.logprobs for o in ours] == [o.logprobs for o in ref]
+    assert [o.finish_reason for o in ours] == [o.finish_reason for o in ref]
+
+
+def test_preallocated_cache_refuses_to_overflow():
+    from pipeline.backends import hf
+
+    model = tiny_qwen2(vocab_size=40)
+    cache = hf._preallocated_cache(model.config, capacity=4)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 2, 3]]), past_key_values=cache, use_cache=True)
+        assert cache.get_seq_length() == 3
+        model(input_ids=torch.tensor([[4]]), past_key_values=cache, use_cache=True)
+        with pytest.raises(RuntimeError, match="rollout cache overflow: 5 > 4"):
+            model(input_ids=torch.tensor([[5]]), past_key_values=cache, use_cache=True)

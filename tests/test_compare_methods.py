@@ -54,3 +54,20 @@ def test_aggregate_and_table():
 def test_unknown_method_is_a_one_line_error(tmp_path, capsys):
     assert cm.main(["--output-dir", str(tmp_path), "--methods", "prefix-rtf", "--dry-run"]) == 2
     assert "--methods: unknown prefix-rtf" in capsys.readouterr().err
+
+
+def test_default_task_trains_every_method_on_levels_2_to_6():
+    # the Prefix-RFT methods are the base recipe itself: laying quickstart's own settings over
+    # compare_toy would silently put them back on levels 2-4 while the baselines train on 2-6
+    for m in cm.METHODS:
+        c = config_from_dict(cm.method_config(m, "compare_toy", 0, [], True))
+        assert c.data.toy_levels == [2, 3, 4, 5, 6], m.name
+    assert config_from_dict(cm.method_config(cm.BY_NAME["gate-random"], "compare_toy", 0, [], True)).objective.gate \
+        == "random"
+
+
+def test_a_base_without_demonstration_slots_cannot_stand_for_prefix_rft(tmp_path, capsys):
+    assert cm.main(["--output-dir", str(tmp_path), "--recipe-base", "rft", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--recipe-base rft: prefix-rft is the base recipe itself" in err and "Traceback" not in err
+    assert cm.main(["--output-dir", str(tmp_path), "--recipe-base", "rft", "--methods", "rft,sft", "--dry-run"]) == 0
