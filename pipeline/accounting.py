@@ -109,11 +109,14 @@ def measured_peak_flops(device: str = "cpu", dtype: torch.dtype = torch.float32,
     return 2.0 * n ** 3 / best
 
 
-def update_flops(model: Any, tokens: int, sequences: int, seconds: float, precision: str) -> dict[str, float]:
-    """Achieved model FLOP/s of an update over `tokens` in `sequences`, and its fraction of the peak."""
+def update_flops(model: Any, tokens: int, sequences: int, seconds: float, precision: str,
+                 forwards: float = 3.0) -> dict[str, float]:
+    """Achieved model FLOP/s of an update over `tokens` in `sequences`, and its fraction of the peak.
+    `forwards`: forward-pass equivalents per token, 3 for forward + backward, 4 when a separate no-grad
+    pre-update log-prob pass ran as well."""
     device = next(getattr(model, "module", model).parameters()).device.type
     context = tokens / max(1, sequences) / 2  # causal: on average half the sequence is attended to
-    flops = 4.0 * tokens * forward_flops_per_token(model, context)
+    flops = forwards * tokens * forward_flops_per_token(model, context)
     peak = measured_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     achieved = flops / max(seconds, 1e-9)
     return {"model_flops": flops, "flops_per_s": round(achieved, 1), "peak_flops_per_s": round(peak, 1),

@@ -350,7 +350,8 @@ class Run:
             tokens = _tokens(src) + (_tokens(sft_src) if sft_src is not None and not sft_step else 0)
             stats.update({} if sft_step else _step_summary(src), tokens=tokens,
                          tokens_per_s=round(tokens / seconds, 1), phase="sft" if sft_step else "rl")
-            stats.update(accounting.update_flops(state.model, tokens, len(src), seconds, self.cfg.update.precision))
+            stats.update(accounting.update_flops(state.model, tokens, len(src), seconds, self.cfg.update.precision,
+                                                 forwards=3.0 + stats.get("separate_old_logprob_pass", 0.0)))
             state.step, state.policy_fp = step, self.policy_fp(step)
             save_checkpoint(self.acc, state, self.tokenizer, self.out,
                             {"seed": self.cfg.train.seed, "sampler_position": step * self.cfg.prefixes.prompts_per_step})

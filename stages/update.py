@@ -355,7 +355,8 @@ def rl_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, *, poli
     t = time.perf_counter()
     step_gate = (objective.gate_scope == "step" and objective.gate not in ("all", "none")
                  and objective.prefix_loss != "nll")
-    if separate_old_pass(cfg, step_gate):
+    separate = separate_old_pass(cfg, step_gate)
+    if separate:
         old_logprobs(policy.model, plan, cfg, temperature)
     if step_gate:
         step_scope_gate(plan, objective, accelerator,
@@ -368,7 +369,7 @@ def rl_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, *, poli
     timings["loss_and_step"] = time.perf_counter() - t
     mismatch = engine_mismatch(ds, plan, accelerator)  # old_logp is the pre-update policy's either way
     out, stats = _metrics(ds, plan, adv_prefix, adv_cont, totals, timings, accelerator, "rl")
-    return out, {**stats, **mismatch}
+    return out, {**stats, **mismatch, "separate_old_logprob_pass": float(separate)}
 
 
 def engine_mismatch(ds: Dataset, plan: Plan, accelerator: Any) -> dict[str, float]:

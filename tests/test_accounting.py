@@ -16,9 +16,11 @@ def test_matmul_params_and_flops_by_hand():
     assert accounting.forward_flops_per_token(model, 10) == 41280
     accounting.measured_peak_flops.cache_clear()
     out = accounting.update_flops(model, tokens=100, sequences=5, seconds=2.0, precision="fp32")
-    # context 100 / 5 / 2 = 10; 4 forwards * 100 tokens * 41280 = 16,512,000 FLOPs over 2 s
-    assert out["model_flops"] == 16_512_000 and out["flops_per_s"] == 8_256_000
-    assert out["peak_flops_per_s"] > 0 and out["mfu"] == pytest.approx(8_256_000 / out["peak_flops_per_s"], rel=1e-3)
+    # context 100 / 5 / 2 = 10; forward + backward = 3 forwards * 100 tokens * 41280 = 12,384,000 FLOPs over 2 s
+    assert out["model_flops"] == 12_384_000 and out["flops_per_s"] == 6_192_000
+    assert out["peak_flops_per_s"] > 0 and out["mfu"] == pytest.approx(6_192_000 / out["peak_flops_per_s"], rel=1e-3)
+    # with the separate pre-update log-prob pass: 4 forwards -> 16,512,000
+    assert accounting.update_flops(model, 100, 5, 2.0, "fp32", forwards=4.0)["model_flops"] == 16_512_000
 
 
 def test_untied_embedding_is_not_counted():

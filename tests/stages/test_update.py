@@ -131,6 +131,7 @@ def test_fused_reference_logprobs_equal_the_separate_pass_bit_for_bit(objective,
     sep, _, m_sep, s_sep = _step(ds, objective, micro_batch_size=4, precision=precision, old_logprob_pass="always")
     wf, ws = _weights(fused), _weights(sep)
     assert all(torch.equal(wf[k], ws[k]) for k in wf)
+    assert s_fused.pop("separate_old_logprob_pass") == 0.0 and s_sep.pop("separate_old_logprob_pass") == 1.0
     timing = [k for k in s_fused if k.startswith("seconds")]
     assert {k: v for k, v in s_fused.items() if k not in timing} == {k: v for k, v in s_sep.items() if k not in timing}
     assert m_fused.to_pandas().equals(m_sep.to_pandas())  # NaN where both have NaN
