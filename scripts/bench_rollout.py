@@ -87,10 +87,24 @@ def main() -> int:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--cache", choices=["preallocated", "dynamic"], default="preallocated",
+                    help="our rollout KV cache: the default buffer, or transformers' DynamicCache (torch.cat per "
+                         "token), to measure what the buffer buys")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile(dynamic=True) the model forward for both sides; the first repeat pays "
+                         "the compilation")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cache == "dynamic":
+        from transformers import DynamicCache
+
+        from pipeline.backends import hf
+
+        hf._preallocated_cache = lambda config, capacity: DynamicCache(config=config)
     model, tok = load(args.preset)
+    if args.compile:
+        model.forward = torch.compile(model.forward, dynamic=True)
     ids = prompts(tok, args.prompts)
     times: dict[str, list[float]] = {"ours": [], "generate": []}
     tokens: dict[str, int] = {}
@@ -109,6 +123,7 @@ def main() -> int:
                    f"{torch.get_num_threads()} threads", "model": f"embedded:{args.preset}",
         "prompts": args.prompts, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size, "precision": args.precision, "repeats": args.repeats,
+        "cache": args.cache, "compile": args.compile, "seconds_each": {k: [round(x, 2) for x in v] for k, v in times.items()},
         "tokens_ours": tokens["ours"], "tokens_generate": tokens["generate"],
         "seconds_ours": round(med["ours"], 2), "seconds_generate": round(med["generate"], 2),
         "tokens_per_s_ours": round(tps["ours"], 1), "tokens_per_s_generate": round(tps["generate"], 1),
