@@ -36,16 +36,16 @@ def _save(fig: Any, path: Path) -> None:
     tmp.replace(path)
 
 
-def suite_plots(output_dir: Path, summaries: dict[str, dict[str, Any]], label: str = "") -> list[Path]:
-    """accuracy.png, and pass_at_k.png when a suite has several samples per problem; returns the paths."""
+def suite_plots(output_dir: Path, summaries: dict[str, dict[str, Any]], label: str = "",
+                macro: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+    """accuracy.png, and pass_at_k.png when a suite has several samples per problem; returns the paths.
+    `macro`: group -> macro average (evaluation.report.macro_rows), drawn as extra bars."""
     plt = _pyplot()
     if plt is None or not summaries:
         return []
-    from evaluation.report import macro_rows
-
     written = []
     bars = {n: (s["accuracy"], s["stderr"]) for n, s in summaries.items()}
-    bars.update({f"{g} avg": (a["accuracy"], a["stderr"]) for g, a in macro_rows(summaries).items()
+    bars.update({f"{g} avg": (a["accuracy"], a["stderr"]) for g, a in (macro or {}).items()
                  if len(a["suites"]) > 1})
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(bars) + 1.5), 3.6))
     names = list(bars)

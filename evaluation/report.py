@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,12 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def step_of(name: str) -> int:
+    """Training step of a checkpoint name (`step-000010` -> 10; `base` -> 0; anything else -1)."""
+    m = re.search(r"step-0*(\d+)", name)
+    return int(m.group(1)) if m else (0 if name == "base" else -1)
 
 
 def macro_rows(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -66,13 +73,11 @@ def write_report(output_dir: Path, summaries: dict[str, dict[str, Any]], label: 
     _atomic_write(output_dir / "summary.json", json.dumps(body, indent=1))
     _atomic_write(output_dir / "results.md", f"{label}\n\n" + format_table(summaries) if label else
                   format_table(summaries))
-    plots.suite_plots(output_dir, summaries, label)
+    plots.suite_plots(output_dir, summaries, label, macro_rows(summaries))
 
 
 def write_comparison(output_dir: Path, results: dict[str, dict[str, dict[str, Any]]], cfg: Any) -> None:
     """Several checkpoints: results.md with one accuracy column per checkpoint, accuracy_over_steps.png."""
-    from evaluation.run import _step_of
-
     names = list(results)
     suites = list(dict.fromkeys(s for r in results.values() for s in r))
     lines = ["| suite | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -85,10 +90,10 @@ def write_comparison(output_dir: Path, results: dict[str, dict[str, dict[str, An
             lines.append(f"| **{group} macro** | " + " | ".join(f"{100 * a['accuracy']:.1f}" if a else "-"
                                                               for a in avgs) + " |")
     _atomic_write(Path(output_dir) / "results.md", "\n".join(lines) + "\n")
-    body = {"protocol": cfg.protocol, "checkpoints": {n: {"step": _step_of(n), "suites": results[n],
+    body = {"protocol": cfg.protocol, "checkpoints": {n: {"step": step_of(n), "suites": results[n],
                                                           "macro": macro_rows(results[n])} for n in names}}
     _atomic_write(Path(output_dir) / "summary.json", json.dumps(body, indent=1))
-    points = {n: (_step_of(n), results[n]) for n in names}
+    points = {n: (step_of(n), results[n]) for n in names}
     plots.over_steps(Path(output_dir) / "accuracy_over_steps.png", points)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import shutil
 import sys
 import time
@@ -35,14 +34,17 @@ import numpy as np
 from datasets import Dataset, Features, Value, concatenate_datasets
 
 from evaluation.choice import LETTERS, grade_choices
-from evaluation.report import write_comparison, write_report
+from evaluation.report import step_of, write_comparison, write_report
 from evaluation.stats import summarise
 from evaluation.suites import EvalItem, Suite, resolve_suites
 from pipeline import cache
 from pipeline.backends import GenerationRequest, RolloutBackend, SamplingParams
-from pipeline.config import EvalConfig, build_section
+from pipeline.backends.hf import TransformersBackend
+from pipeline.config import EvalConfig, ModelConfig, build_section
 from pipeline.errors import UserError
-from pipeline.prompts import build_messages, render_prompt_ids
+from pipeline.logs import setup_logging
+from pipeline.policy import load_model, load_tokenizer, model_fingerprint, resolve_model_path
+from pipeline.prompts import build_messages, render_prompt_ids, stop_token_ids
 from pipeline.rewards import math_verify_reward
 from pipeline.scoring import Result
 from pipeline.seeding import derive_seed
@@ -197,8 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trust-remote-code", action="store_true")
     ap.add_argument("overrides", nargs="*", help="eval.field=value")
     args = ap.parse_args(argv)
-    from pipeline.logs import setup_logging
-
     setup_logging()
     try:
         cfg = _eval_config(args.overrides)
@@ -237,7 +237,7 @@ def expand_models(spec: str) -> list[tuple[str, str]]:
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
         ckpts = Path(part) / "checkpoints"
         if ckpts.is_dir() and not (Path(part) / "config.json").is_file():
-            steps = sorted(ckpts.glob("step-*"), key=lambda p: _step_of(p.name))
+            steps = sorted(ckpts.glob("step-*"), key=lambda p: step_of(p.name))
             if not steps:
                 raise UserError(f"{part}: a run directory without checkpoints/step-*")
             out += [(p.name, str(p)) for p in steps]
@@ -246,21 +246,11 @@ def expand_models(spec: str) -> list[tuple[str, str]]:
     return out
 
 
-def _step_of(name: str) -> int:
-    m = re.search(r"step-0*(\d+)", name)
-    return int(m.group(1)) if m else (0 if name == "base" else -1)
-
-
 def _evaluate_one(model: str, args: argparse.Namespace, cfg: EvalConfig, suites: list[Suite], out: Path,
                   data_dir: str | None) -> dict[str, dict[str, Any]]:
     if model == "oracle":
         return evaluate(None, None, suites, cfg, out, stop_ids=[], policy_fp="oracle", data_dir=data_dir,
                         label="oracle")
-    from pipeline.backends.hf import TransformersBackend
-    from pipeline.config import ModelConfig
-    from pipeline.policy import load_model, load_tokenizer, model_fingerprint, resolve_model_path
-    from pipeline.prompts import stop_token_ids
-
     mcfg = ModelConfig(name_or_path=model, trust_remote_code=args.trust_remote_code)
     path = resolve_model_path(mcfg)
     tokenizer = load_tokenizer(path, mcfg)

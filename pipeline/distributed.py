@@ -28,6 +28,8 @@ import torch
 
 from pipeline.config import UpdateConfig
 from pipeline.errors import UserError
+from pipeline.lora import is_lora, merged_model
+from pipeline.policy import make_optimizer
 
 
 @dataclass
@@ -91,8 +93,6 @@ def prepare_policy(accelerator: Any, model: Any, cfg: UpdateConfig,
                    shard: ShardSettings | None = None) -> tuple[Any, Any, Any]:
     """(model, optimizer, scheduler) ready to train. Sharded when `shard` is given or the launch is an
     accelerate FSDP launch; otherwise prepared by accelerate (DDP across processes, or nothing)."""
-    from pipeline.policy import make_optimizer
-
     shard = shard or settings_from_accelerator(accelerator)
     if shard is None:
         if cfg.gradient_checkpointing:
@@ -157,8 +157,6 @@ def rollout_model(model: Any, accelerator: Any) -> Any:
     sharded, an unsharded copy built from the gathered full state (sharded forwards would need every rank
     in lock-step, and data-parallel generation gives ranks different numbers of decoding steps)."""
     if not is_sharded(model):
-        from pipeline.lora import is_lora, merged_model
-
         plain = accelerator.unwrap_model(model)
         # LoRA: decode with the adapters merged in (the same function, without the extra matmuls per token)
         return merged_model(plain).eval() if is_lora(plain) else plain

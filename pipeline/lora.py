@@ -15,6 +15,7 @@ import torch
 
 from pipeline.config import LoraConfig, ModelConfig
 from pipeline.errors import UserError
+from pipeline.policy import load_model
 
 ADAPTER_DIR = "adapter"
 
@@ -44,8 +45,6 @@ def load_policy_model(checkpoint: str | Path | None, base_path: str, model_cfg: 
                       seed: int) -> Any:
     """The trainable policy: the base model (checkpoint None) or a step's checkpoint; with LoRA the base
     weights plus fresh adapters, or plus the checkpoint's trained adapter."""
-    from pipeline.policy import load_model
-
     if not lora.rank:
         return load_model(str(checkpoint or base_path), model_cfg)
     base = load_model(base_path, model_cfg)

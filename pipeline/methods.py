@@ -20,9 +20,10 @@ formula in `pipeline/objectives.py`:
 | uft             | off      | hint    | nll         | k=N, beta 0.001, hint horizon 0.6 T (SPEC §10)          |
 | relift          | replay   | -       | -           | k=0; SFT step per buffer of 0-of-N prompts (SPEC §10)   |
 
-The step's stages: an RL step runs prefixes -> generate -> reward -> update (ReLIFT adds `replay`
-before the update); an SFT step runs prefixes -> update, its prefixes stage laying out
-`sft.batch_size` prompts with their whole demonstration as the only slot.
+The step's stages (each stage's `runs` in its SPEC; `stages.step_stages`): an RL step runs prefixes ->
+generate -> reward -> update (ReLIFT adds `replay` before the update); an SFT step runs prefixes ->
+update, its prefixes stage laying out `sft.batch_size` prompts with their whole demonstration as the
+only slot.
 """
 
 from __future__ import annotations
@@ -32,26 +33,9 @@ from typing import Any
 
 from pipeline.config import Config, PrefixConfig
 
-RL_STAGES = ("prefixes", "generate", "reward", "update")
-REPLAY_STAGES = ("prefixes", "generate", "reward", "replay", "update")
-SFT_STAGES = ("prefixes", "update")
-
-
 def is_sft_step(cfg: Config, step: int) -> bool:
     """Every step under `sft.mode=only`; the first `sft.steps` under `then_rl`."""
     return cfg.sft.mode == "only" or (cfg.sft.mode == "then_rl" and step <= cfg.sft.steps)
-
-
-def step_stages(cfg: Config, step: int) -> tuple[str, ...]:
-    """The stages step `step` runs, in order; the last is always `update`."""
-    if is_sft_step(cfg, step):
-        return SFT_STAGES
-    return REPLAY_STAGES if cfg.sft.mode == "replay" else RL_STAGES
-
-
-def update_input(cfg: Config, step: int) -> str:
-    """The stage whose rows the update trains on."""
-    return step_stages(cfg, step)[-2]
 
 
 def prefix_config(cfg: Config, step: int) -> PrefixConfig:

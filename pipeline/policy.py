@@ -1,22 +1,15 @@
-"""The policy being trained: resolving and loading it, its optimizer, and checkpoints.
-
-A checkpoint `checkpoints/step-<N>/` is a plain transformers checkpoint with its tokenizer
-(`from_pretrained` loads it). The state needed to continue training exactly — optimizer, LR
-scheduler, every RNG state and the step — sits beside it in `checkpoints/training-state-<N>/`. Both are
-written atomically with a completion marker (`pipeline.cache`).
+"""The policy being trained: resolving and loading it, its optimizer, and its in-memory training
+state. Checkpoints (writing, resuming, pruning) are pipeline/checkpoint.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pipeline import cache
@@ -24,8 +17,6 @@ from pipeline.config import ModelConfig, UpdateConfig
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
-
-SHARDED_DIR = "sharded"  # FSDP2 model + optimizer shards (torch.distributed.checkpoint) in a training state
 
 
 def resolve_model_path(cfg: ModelConfig) -> str:
@@ -148,102 +139,3 @@ class TrainState:
     step: int  # last completed step (0: base model)
     policy_fp: str  # fingerprint of the weights + optimizer state after `step`
     restored: bool = False  # optimizer/scheduler/RNG state is that of `step` (not freshly made)
-
-
-def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
-def checkpoint_dir(output_dir: Path, step: int) -> Path:
-    return Path(output_dir) / "checkpoints" / f"step-{step:06d}"
-
-
-def training_state_dir(output_dir: Path, step: int) -> Path:
-    return Path(output_dir) / "checkpoints" / f"training-state-{step:06d}"
-
-
-def save_checkpoint(accelerator: Any, state: TrainState, tokenizer: Any, output_dir: Path,
-                    extra_state: dict[str, Any]) -> None:
-    """Write checkpoints/step-N (weights + tokenizer) and training-state-N (optimizer, scheduler, RNG,
-    step, sampler position), each atomically, main process only."""
-    from pipeline import distributed, lora
-
-    model = accelerator.unwrap_model(state.model)
-    state_dict = distributed.full_state_dict(state.model, accelerator)  # collective when sharded
-    staged = _save_sharded(accelerator, state, output_dir) if distributed.is_sharded(state.model) else None
-    if not accelerator.is_main_process:
-        return
-
-    def fill_model(tmp: Path) -> None:
-        if lora.is_lora(model):
-            lora.save_lora_checkpoint(model, tmp)
-        else:
-            model.save_pretrained(tmp, state_dict=state_dict)
-        tokenizer.save_pretrained(tmp)
-
-    def fill_state(tmp: Path) -> None:
-        if staged is not None:
-            os.replace(staged, tmp / SHARDED_DIR)
-        else:
-            torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(state.scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": state.step, "policy_fp": state.policy_fp,
-                                                    **extra_state}, indent=1, sort_keys=True))
-
-    cache.write_folder(checkpoint_dir(output_dir, state.step), state.policy_fp, fill_model)
-    cache.write_folder(training_state_dir(output_dir, state.step), state.policy_fp, fill_state)
-
-
-def _save_sharded(accelerator: Any, state: TrainState, output_dir: Path) -> Path:
-    """Every rank writes its model and optimizer shards into a hidden staging folder (collective); the
-    main process then moves it into the training-state folder, which gets its marker last."""
-    import shutil
-
-    from pipeline import distributed
-
-    staged = training_state_dir(output_dir, state.step)
-    staged = staged.parent / f".{staged.name}.sharded-staging"  # not ".tmp-*": write_folder sweeps those
-    if accelerator.is_main_process:
-        shutil.rmtree(staged, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    distributed.save_sharded_state(state.model, state.optimizer, staged)
-    accelerator.wait_for_everyone()
-    return staged
-
-
-def load_training_state(state: TrainState, output_dir: Path, step: int) -> dict[str, Any]:
-    d = training_state_dir(output_dir, step)
-    if (d / SHARDED_DIR).is_dir():
-        from pipeline import distributed
-
-        distributed.load_sharded_state(state.model, state.optimizer, d / SHARDED_DIR)
-    else:
-        state.optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=False))
-    state.scheduler.load_state_dict(torch.load(d / "scheduler.pt", weights_only=False))
-    set_rng_state(torch.load(d / "rng.pt", weights_only=False))
-    return json.loads((d / "state.json").read_text())
-
-
-def prune_checkpoints(output_dir: Path, last_step: int, keep_last: int, save_every: int, total_steps: int) -> None:
-    """Drop training states older than the last `keep_last` steps, and model weights of those steps
-    unless the step is a multiple of `save_every` or the final step."""
-    recent = set(range(last_step - keep_last + 1, last_step + 1))
-    root = Path(output_dir) / "checkpoints"
-    if not root.is_dir():
-        return
-    import shutil
-
-    for d in root.iterdir():
-        if d.name.startswith("training-state-") and int(d.name.rsplit("-", 1)[1]) not in recent:
-            shutil.rmtree(d, ignore_errors=True)
-        elif d.name.startswith("step-"):
-            n = int(d.name.rsplit("-", 1)[1])
-            if n not in recent and n % save_every != 0 and n != total_steps:
-                shutil.rmtree(d, ignore_errors=True)

@@ -169,6 +169,3 @@ def math_verify_reward(completions: list[str], answers: list[str], *, after_thin
             if res[1] != "timeout":  # a timeout can be load rather than the input: do not pin it
                 _CACHE.put(k, res)
     return [known[k] for k in keys]
-
-
-REWARDS = {"math_verify": math_verify_reward}

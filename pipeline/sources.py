@@ -42,8 +42,6 @@ from pipeline.errors import ConfigError
 from pipeline.rewards import last_boxed
 
 SOURCE_KEYS = ("path", "format", "name", "weight", "problem", "demonstration", "answer", "id", "level")
-MALFORMED_REASONS = ("malformed_row", "missing_problem", "missing_answer", "empty_demonstration",
-                     "non_string_field")
 _CALC = re.compile(r"<<[^<>]*>>")
 _LEVEL = re.compile(r"(\d+)")
 _OPENR1_INSTRUCTION = re.compile(r"\s*Please reason step by step, and put your final answer within \\boxed\{\}\.?\s*$")

@@ -13,22 +13,21 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.config import load_config
 from pipeline.errors import UserError
-
-STAGE_NAMES = ("curate", "prefixes", "generate", "reward", "replay", "update")
+from pipeline.logs import setup_logging
+from pipeline.run import Run, make_accelerator
+from stages import STAGES, step_stages
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="prefix-rft stage", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", help="|".join(STAGE_NAMES))
+    ap.add_argument("stage", help="|".join(STAGES))
     ap.add_argument("--output-dir", required=True, help="an existing run directory")
     ap.add_argument("--step", type=int, default=None, help="step number (1..total_steps; not for curate)")
     ap.add_argument("--force", action="store_true", help="recompute even when a complete output exists")
     args = ap.parse_args(argv)
-
-    from pipeline.logs import setup_logging
-
     setup_logging()
     try:
         record, reused = run_stage(args.stage, Path(args.output_dir), args.step, args.force)
@@ -42,29 +41,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_stage(stage: str, output_dir: Path, step: int | None, force: bool):
-    if stage not in STAGE_NAMES:
-        raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_NAMES)}")
+    if stage not in STAGES:
+        raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     config_path = output_dir / "config.yaml"
     if not config_path.is_file():
         raise UserError(f"{output_dir} is not a run directory ({config_path} is missing); start one with "
                         "python -m pipeline.train --config <recipe> --output-dir DIR")
-    from pipeline import methods
-    from pipeline.config import load_config
-    from pipeline.run import Run, make_accelerator
-
     cfg = load_config(str(config_path))
-    if stage == "curate":
+    if not STAGES[stage].per_step:
         step = 0
     elif step is None or not 1 <= step <= cfg.train.total_steps:
         raise UserError(f"--step {step} does not exist: this run has steps 1..{cfg.train.total_steps}")
-    elif stage not in methods.step_stages(cfg, step):
+    elif stage not in step_stages(cfg, step):
         raise UserError(f"step {step} of this run has no {stage} stage (it runs "
-                        f"{' -> '.join(methods.step_stages(cfg, step))})")
+                        f"{' -> '.join(step_stages(cfg, step))})")
     run = Run(cfg, output_dir, make_accelerator(cfg))
     before = run.complete(stage, step)
-    method = getattr(run, f"run_{stage}")
-    record = method(force=force) if stage == "curate" else method(step, force=force)
-    return record, before and not force
+    return run.run_stage(stage, step, force=force), before and not force
 
 
 if __name__ == "__main__":

@@ -83,8 +83,9 @@ def main() -> int:
         ds = rollouts(args.groups, args.samples, args.prompt_len, args.response_len, step)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        update.run(ds, ucfg, ObjectiveConfig(), policy=state, accelerator=acc, pad_id=0, temperature=1.0,
-                   max_response_tokens=args.response_len, seed=0, step=step + 1)
+        update.run(ds, ucfg, ObjectiveConfig(), update.UpdateContext(
+            policy=state, accelerator=acc, pad_id=0, temperature=1.0, max_response_tokens=args.response_len,
+            seed=0, step=step + 1))
         torch.cuda.synchronize()
         if step:  # the first step compiles kernels and allocates: not timed
             times.append(time.perf_counter() - t0)

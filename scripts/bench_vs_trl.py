@@ -47,7 +47,7 @@ def our_run(args, out: Path):
     cfg = load_config("quickstart", overrides)
     run = Run(cfg, out, make_accelerator(cfg))
     run.prepare_output_dir()
-    run.run_curate()
+    run.run_stage("curate")
     return run, cfg
 
 
@@ -60,7 +60,7 @@ def trl_rows(run, cfg, steps: int) -> list[dict]:
     by_id = {i: (p, a) for i, p, a in zip(curated[S.ID], curated[S.PROBLEM], curated[S.ANSWER])}
     rows = []
     for step in range(1, steps + 1):
-        ds = run.run_prefixes(step).load()
+        ds = run.run_stage("prefixes", step).load()
         seen = set()
         for gid, pid in zip(ds[S.GROUP_ID], ds[S.ID]):
             if gid not in seen:

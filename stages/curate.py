@@ -10,16 +10,27 @@ an empty demonstration or over the token limits of the policy tokenizer.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import logging
 import random
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from datasets import Dataset
 
+from pipeline import cache
 from pipeline import schema as S
-from pipeline.config import DataConfig
+from pipeline.config import DataConfig, load_config
+from pipeline.errors import UserError
+from pipeline.graph import StageSpec, no_inputs
+from pipeline.logs import setup_logging
+from pipeline.policy import load_tokenizer, model_fingerprint, resolve_model_path
 from pipeline.prompts import build_messages, render_prompt_ids
 from pipeline.rewards import math_verify_reward
 
@@ -227,20 +238,27 @@ def report_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def config_slice(cfg: Any, step: int) -> tuple:
+    """What of the config the curated rows depend on: the data section and the source files' identity."""
+    return (dataclasses.asdict(cfg.data), input_fingerprint(cfg.data))
+
+
+def compute(job: Any, step: int, inputs: dict[str, cache.StageRecord]) -> tuple[Dataset, dict[str, Any]]:
+    """The orchestrator's curate: the recipe's source through `run` with the policy tokenizer."""
+    report: dict[str, Any] = {}
+    ds = run(load_source(job.cfg.data, report), job.cfg.data, tokenizer=job.tokenizer, report=report)
+    if len(ds) == 0:
+        raise UserError(f"curate kept no rows ({report}); check data.* limits and the source")
+    return ds, report
+
+
+SPEC = StageSpec("curate", STAGE_VERSION, config_slice, no_inputs, compute, policy="base", produces=PRODUCES)
+
+
 def main(argv: list[str] | None = None) -> int:
     """python -m stages.curate --config RECIPE --output-dir DIR [section.field=value ...]: curate the
-    recipe's data alone; writes DIR/curate (Arrow dataset, meta.json, stats.json) and prints the report."""
-    import argparse
-    import json
-    import sys
-    from pathlib import Path
-
-    from pipeline import cache
-    from pipeline.config import load_config, to_dict
-    from pipeline.errors import UserError
-    from pipeline.logs import setup_logging
-    from pipeline.policy import load_tokenizer, resolve_model_path
-
+    recipe's data alone; writes DIR/curate (Arrow dataset, meta.json, stats.json; the fingerprint a
+    training run with the same recipe and DIR reuses) and prints the report."""
     ap = argparse.ArgumentParser(prog="python -m stages.curate", description=main.__doc__)
     ap.add_argument("--config", required=True)
     ap.add_argument("--output-dir", required=True)
@@ -249,15 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         cfg = load_config(args.config, args.overrides)
-        tokenizer = load_tokenizer(resolve_model_path(cfg.model), cfg.model)
-        report: dict[str, Any] = {}
-        ds = run(load_source(cfg.data, report), cfg.data, tokenizer=tokenizer, report=report)
+        base_path = resolve_model_path(cfg.model)
+        base_fp = model_fingerprint(base_path, cfg.model)
+        ds, report = compute(SimpleNamespace(cfg=cfg, tokenizer=load_tokenizer(base_path, cfg.model)), 0, {})
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    fp = cache.fingerprint(STAGE_VERSION, to_dict(cfg.data), cfg.model.name_or_path)
+    fp = SPEC.fingerprint(cfg, 0, [], base_fp)
     stats = json.dumps(report, indent=1, sort_keys=True)
-    cache.write_stage(Path(args.output_dir) / "curate", fp, ds, {"stats": report},
+    meta = {"stage": "curate", "step": 0, "stage_version": STAGE_VERSION, "inputs": {"model": base_fp},
+            "stats": {"rows": len(ds), **report}}
+    cache.write_stage(Path(args.output_dir) / "curate", fp, ds, meta,
                       extra=lambda tmp: (tmp / "stats.json").write_text(stats))
     print(report_table(report), end="")
     return 0

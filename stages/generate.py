@@ -12,11 +12,18 @@ completion is empty with finish_reason "demo".
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from typing import Any
+
 from datasets import Dataset
 
+from pipeline import cache, methods
 from pipeline import schema as S
 from pipeline.backends import Completion, GenerationRequest, RolloutBackend, SamplingParams
 from pipeline.config import GenerateConfig
+from pipeline.distributed import rollout_model
+from pipeline.graph import StageSpec
 from pipeline.seeding import derive_seed
 
 STAGE_VERSION = 2  # 2: whole-demonstration rows (is_demo) pass through ungenerated
@@ -46,3 +53,55 @@ def run(ds: Dataset, cfg: GenerateConfig, *, backend: RolloutBackend, stop_token
     cols[S.COMPLETION_LOGPROBS] = [c.logprobs for c in completions]
     cols[S.FINISH_REASON] = [c.finish_reason for c in completions]
     return S.make_dataset(cols)
+
+
+def config_slice(cfg: Any, step: int) -> tuple:
+    return (dataclasses.asdict(cfg.generate), cfg.train.seed, step)
+
+
+def compute(job: Any, step: int, inputs: dict[str, cache.StageRecord]) -> tuple[Dataset | None, dict[str, Any]]:
+    """On every process: point the rollout backend at the policy after step-1, generate this rank's
+    share of the rows (row r goes to rank r mod world), gather the shares to the main process."""
+    src, acc = inputs["prefixes"].load(), job.acc
+    job.load_policy(step - 1, with_optimizer=False)
+    backend = job.backend()
+    backend.sync_weights(rollout_model(job.state.model, acc),  # sharded: a gathered copy
+                         checkpoint=job.policy_checkpoint(step - 1))
+    rows = list(range(acc.process_index, len(src), acc.num_processes))
+    t0 = time.perf_counter()
+    part = run(src.select(rows), job.cfg.generate, backend=backend, stop_token_ids=job.stop_ids(),
+               seed=job.cfg.train.seed, step=step)
+    seconds = time.perf_counter() - t0
+    ds = merge_shards(acc, src, rows, part)
+    tokens = sum(len(c) for c in S.column_lists(ds, S.COMPLETION_IDS)[S.COMPLETION_IDS]) if ds is not None else 0
+    return ds, {"completion_tokens": tokens, "tokens": tokens, "engine": backend.version(),
+                "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+
+
+def merge_shards(acc: Any, src: Dataset, rows: list[int], part: Dataset) -> Dataset | None:
+    """Gather every rank's rows to the main process, in the source order."""
+    if acc.num_processes == 1:
+        return part
+    from accelerate.utils import gather_object
+
+    pieces = gather_object([(rows, part.to_dict())])
+    if not acc.is_main_process:
+        return None
+    by_row = {}
+    for idx, cols in pieces:
+        for k, r in enumerate(idx):
+            by_row[r] = {c: v[k] for c, v in cols.items()}
+    merged = {c: [by_row[r][c] for r in range(len(src))] for c in pieces[0][1]}
+    return S.make_dataset(merged)
+
+
+def _inputs(cfg: Any, step: int) -> tuple[str, ...]:
+    return ("prefixes",)
+
+
+def _runs(cfg: Any, step: int) -> bool:
+    return not methods.is_sft_step(cfg, step)
+
+
+SPEC = StageSpec("generate", STAGE_VERSION, config_slice, _inputs, compute, policy="previous", runs=_runs,
+                 produces=PRODUCES, collective=True)

@@ -19,13 +19,17 @@ y* shown), prefix_ratio_drawn (l, 1.0, or p_t).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 from datasets import Dataset
 
+from pipeline import cache, methods
 from pipeline import schema as S
 from pipeline.config import PrefixConfig
+from pipeline.graph import StageSpec, always
 
 STAGE_VERSION = 2  # 2: layouts partial / full / hint, is_demo and hint_len columns
 REQUIRES = (S.ID, S.SOURCE, S.LEVEL, S.ANSWER, S.PROMPT_IDS, S.DEMO_IDS)
@@ -142,3 +146,24 @@ def run(ds: Dataset, cfg: PrefixConfig, *, step: int, horizon: int, seed: int, m
             out[S.PREFIX_RATIO].append(shown / len(demo) if demo else 0.0)
             out[S.PREFIX_RATIO_DRAWN].append(drawn)
     return S.make_dataset(out)
+
+
+def config_slice(cfg: Any, step: int) -> tuple:
+    """The step's prefixes section (an SFT step's differs, `methods.prefix_config`), the schedule horizon,
+    L_max, the run seed and the step."""
+    return (dataclasses.asdict(methods.prefix_config(cfg, step)), cfg.schedule_horizon,
+            cfg.generate.max_response_tokens, cfg.train.seed, step)
+
+
+def compute(job: Any, step: int, inputs: dict[str, cache.StageRecord]) -> tuple[Dataset, dict[str, Any]]:
+    cfg, pcfg = job.cfg, methods.prefix_config(job.cfg, step)
+    ds = run(inputs["curate"].load(), pcfg, step=step, horizon=cfg.schedule_horizon, seed=cfg.train.seed,
+             max_response_tokens=cfg.generate.max_response_tokens, end_ids=job.end_ids())
+    return ds, {"low_bound": low_bound(step, pcfg, cfg.schedule_horizon), "layout": pcfg.layout}
+
+
+def _inputs(cfg: Any, step: int) -> tuple[str, ...]:
+    return ("curate",)
+
+
+SPEC = StageSpec("prefixes", STAGE_VERSION, config_slice, _inputs, compute, runs=always, produces=PRODUCES)

@@ -16,9 +16,13 @@ prefix_ratio_drawn.
 
 from __future__ import annotations
 
+from typing import Any
+
 from datasets import Dataset
 
+from pipeline import cache, methods
 from pipeline import schema as S
+from pipeline.graph import StageSpec
 from stages.prefixes import PRODUCES
 
 STAGE_VERSION = 1  # 1: FIFO buffer of 0-of-N prompts, released in batches of sft.buffer_size
@@ -75,3 +79,33 @@ def run(curated: Dataset, failed_per_step: list[list[str]], *, buffer_size: int,
     stats = {"failed_this_step": len(failed_per_step[-1]) if failed_per_step else 0, "released": len(ids),
              "waiting": waiting}
     return S.make_dataset(out), stats
+
+
+def config_slice(cfg: Any, step: int) -> tuple:
+    return (cfg.sft.buffer_size, cfg.generate.max_response_tokens)
+
+
+def compute(job: Any, step: int, inputs: dict[str, cache.StageRecord]) -> tuple[Dataset, dict[str, int]]:
+    """The buffer is rebuilt from the reward datasets of steps 1..step (this step's is the declared input;
+    the earlier ones are in its fingerprint chain through the policy). Failures are memoised per reward
+    fingerprint on the run."""
+    failed = []
+    for s in range(1, step + 1):
+        fp = job.fp("reward", s)
+        if fp not in job.failed:
+            record = inputs["reward"] if s == step else job.require_input("reward", s)
+            job.failed[fp] = failed_prompts(record.load())
+        failed.append(job.failed[fp])
+    return run(inputs["curate"].load(), failed, buffer_size=job.cfg.sft.buffer_size, step=step,
+               max_response_tokens=job.cfg.generate.max_response_tokens, end_ids=job.end_ids())
+
+
+def _inputs(cfg: Any, step: int) -> tuple[str, ...]:
+    return ("reward", "curate")
+
+
+def _runs(cfg: Any, step: int) -> bool:
+    return cfg.sft.mode == "replay" and not methods.is_sft_step(cfg, step)
+
+
+SPEC = StageSpec("replay", STAGE_VERSION, config_slice, _inputs, compute, runs=_runs, produces=PRODUCES)

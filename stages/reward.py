@@ -8,11 +8,14 @@ Input: the generate dataset. Output adds response_text, extracted_answer, reward
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from datasets import Dataset
 
+from pipeline import cache, methods
 from pipeline import schema as S
+from pipeline.graph import StageSpec
 from pipeline.config import RewardConfig
 from pipeline.rewards import math_verify_reward
 
@@ -38,3 +41,24 @@ def run(ds: Dataset, cfg: RewardConfig, *, tokenizer: Any) -> Dataset:
     cols[S.REWARD_STATUS] = [s for _, s, _ in results]
     cols[S.EXTRACTED_ANSWER] = [e for _, _, e in results]
     return S.make_dataset(cols)
+
+
+def config_slice(cfg: Any, step: int) -> tuple:
+    return (dataclasses.asdict(cfg.reward),)
+
+
+def compute(job: Any, step: int, inputs: dict[str, cache.StageRecord]) -> tuple[Dataset, dict[str, Any]]:
+    ds = run(inputs["generate"].load(), job.cfg.reward, tokenizer=job.tokenizer)
+    statuses = S.column_lists(ds, S.REWARD_STATUS)[S.REWARD_STATUS]
+    return ds, {f"status_{s}": statuses.count(s) for s in sorted(set(statuses))}
+
+
+def _inputs(cfg: Any, step: int) -> tuple[str, ...]:
+    return ("generate",)
+
+
+def _runs(cfg: Any, step: int) -> bool:
+    return not methods.is_sft_step(cfg, step)
+
+
+SPEC = StageSpec("reward", STAGE_VERSION, config_slice, _inputs, compute, runs=_runs, produces=PRODUCES)

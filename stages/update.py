@@ -7,8 +7,10 @@ the term `objective.prefix_loss` names: the gated, clipped PPO term, LUFFY's sha
 token-mean NLL; the clipped PPO term on generated tokens; constant normaliser; backward per
 micro-batch) and the step (grad clip, AdamW). SFT phase (SFT steps, ReLIFT's interleaved steps): one
 optimizer step on whole demonstrations, NLL summed over tokens and divided by the tokens of the whole
-batch, at `sft.lr`. Returns a per-sequence metrics Dataset and the step's statistics; the caller saves
-the checkpoint.
+batch, at `sft.lr`. `run` returns a per-sequence metrics Dataset and the step's statistics; the
+orchestrator's `compute` (below `run`) also saves the checkpoint, checks the engine/trainer log-prob
+mismatch and counts the step's tokens and FLOPs. Batching is pipeline/batching.py; the loss and the
+optimizer loop are stages/update_loss.py.
 
 Input: the reward dataset (RL) and/or demonstration rows (SFT). Output rows (one per trajectory):
 step, group_id, slot, is_hybrid, reward, advantage, advantage_prefix, prefix_len, completion_len,
@@ -20,26 +22,25 @@ phase (rl / sft).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset, Value, concatenate_datasets
 
+from pipeline import accounting, cache, methods
 from pipeline import schema as S
-from pipeline.batching import micro_groups
+from pipeline.batching import Plan, plan_batches, to_device, token_lists
+from pipeline.checkpoint import checkpoint_dir, prune_checkpoints, save_checkpoint, training_state_dir
 from pipeline.config import ObjectiveConfig, UpdateConfig
-from pipeline.distributed import clip_grad_norm, gradient_sync
-from pipeline.logprobs import sequence_logprobs
-from pipeline.mismatch import continuation_deltas, summarise
-from pipeline.objectives import (aggregate, entropy_gate, group_advantages, nll_loss, ppo_clip_loss,
-                                 shaped_pg_loss)
+from pipeline.graph import StageSpec, always
+from pipeline.mismatch import check_logprob_mismatch, continuation_deltas, summarise
+from pipeline.objectives import group_advantages
 from pipeline.seeding import derive_seed
+from stages.update_loss import (UpdateContext, old_logprobs, optimise, reset_optimizer, separate_old_pass,
+                                step_scope_gate)
 
 STAGE_VERSION = 2  # 2: prefix_loss pg/shaped/nll, unclipped continuation option, SFT phase, hint tokens
 REQUIRES = (S.STEP, S.GROUP_ID, S.SLOT, S.IS_HYBRID, S.HINT_LEN, S.PROMPT_IDS, S.PREFIX_IDS, S.COMPLETION_IDS,
@@ -48,284 +49,25 @@ SFT_REQUIRES = (S.STEP, S.GROUP_ID, S.SLOT, S.IS_HYBRID, S.HINT_LEN, S.PROMPT_ID
 METRIC_FEATURES = {"advantage_prefix": Value("float32"), "completion_len": Value("int32"),
                    "kept_prefix_tokens": Value("int32"), "entropy_mean": Value("float32"),
                    "demo_nll": Value("float32"), "phase": Value("string")}
+PRODUCES = (S.STEP, S.GROUP_ID, S.SLOT, S.IS_HYBRID, S.PREFIX_LEN, S.REWARD, S.ADVANTAGE, *METRIC_FEATURES)
 
 
-@dataclass
-class MicroBatch:
-    rows: list[int]  # indices of the step's trajectories
-    input_ids: torch.Tensor  # [b, T] right-padded prompt + prefix + continuation
-    attention_mask: torch.Tensor  # [b, T]
-    score_mask: torch.Tensor  # [b, T] bool: position j scores response token j+1
-    prefix_mask: torch.Tensor  # [b, T] bool: the scored token is a demonstration prefix token
-    adv: torch.Tensor  # [b, T] advantage of the scored token (0 off the response)
-    old_logp: torch.Tensor | None = None  # [b, T]
-    old_entropy: torch.Tensor | None = None  # [b, T]
-    keep: torch.Tensor | None = None  # [b, T] gate from the step-scope pass
-
-
-@dataclass
-class MiniSizes:
-    """Global counts of one mini-batch (all micro-batches and ranks): the normalisers of its loss."""
-    sequences: int  # sequences with policy-gradient tokens (constant normaliser B)
-    tokens: int  # policy-gradient tokens (token_mean normaliser)
-    cont_tokens: int  # generated tokens (entropy bonus under token_mean)
-    demo_tokens: int  # demonstration tokens under prefix_loss nll (NLL normaliser)
-
-
-@dataclass
-class Plan:
-    minis: list[list[MicroBatch]]  # this rank's micro-batches of every PPO mini-batch
-    sizes: list[MiniSizes]  # per mini-batch
-
-
-def token_lists(ds: Dataset) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
-    """(prompt, demonstration tokens, completion) per row. A UFT hint sits at the end of the prompt ids
-    (`hint_len` of them): it is moved to the demonstration tokens, where the loss sees it. Rows without
-    a completion column (SFT rows) have empty completions."""
-    names = [S.PROMPT_IDS, S.PREFIX_IDS, S.HINT_LEN] + ([S.COMPLETION_IDS] if S.COMPLETION_IDS in ds.column_names
-                                                         else [])
-    c = S.column_lists(ds, *names)
-    prompts = [p[:len(p) - h] for p, h in zip(c[S.PROMPT_IDS], c[S.HINT_LEN])]
-    prefixes = [p[len(p) - h:] + f if h else f for p, h, f in zip(c[S.PROMPT_IDS], c[S.HINT_LEN], c[S.PREFIX_IDS])]
-    return prompts, prefixes, c.get(S.COMPLETION_IDS) or [[] for _ in prompts]
-
-
-def collate(rows: list[int], prompts, prefixes, completions, adv_prefix: torch.Tensor, adv_cont: torch.Tensor,
-            pad_id: int) -> MicroBatch:
-    """Right-padded batch in the position layout (position j scores token j+1)."""
-    seqs = [prompts[i] + prefixes[i] + completions[i] for i in rows]
-    width = max(len(s) for s in seqs)
-    b = len(rows)
-    input_ids = torch.full((b, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((b, width), dtype=torch.long)
-    score = torch.zeros((b, width), dtype=torch.bool)
-    prefix = torch.zeros((b, width), dtype=torch.bool)
-    adv = torch.zeros((b, width), dtype=torch.float32)
-    for k, i in enumerate(rows):
-        p, f, c = len(prompts[i]), len(prefixes[i]), len(completions[i])
-        input_ids[k, :p + f + c] = torch.tensor(seqs[k], dtype=torch.long)
-        attention_mask[k, :p + f + c] = 1
-        score[k, p - 1:p + f + c - 1] = True
-        prefix[k, p - 1:p + f - 1] = True
-        adv[k, p - 1:p + f - 1] = adv_prefix[i]
-        adv[k, p + f - 1:p + f + c - 1] = adv_cont[i]
-    return MicroBatch(rows, input_ids, attention_mask, score, prefix, adv)
-
-
-def plan_batches(ds: Dataset, adv_prefix: torch.Tensor, adv_cont: torch.Tensor, cfg: UpdateConfig,
-                 objective: ObjectiveConfig, *, pad_id: int, seed: int, step: int, rank: int, world: int) -> Plan:
-    """Shuffle the trajectories (seeded), split into PPO mini-batches, give each rank its share, and
-    cut that share into micro-batches (a fixed count, or a token budget: pipeline.batching). A sequence
-    enters the constant normaliser when it carries policy-gradient tokens (NLL-only demonstration rows do
-    not)."""
-    prompts, prefixes, completions = token_lists(ds)
-    order = np.random.default_rng([seed, step, 0xB47C]).permutation(len(ds)).tolist()
-    lengths = [len(p) + len(f) + len(c) for p, f, c in zip(prompts, prefixes, completions)]
-    per_mini = len(order) // cfg.mini_batches
-    prefix_pg = objective.prefix_loss != "nll" and objective.gate != "none"
-    plan = Plan([], [])
-    for m in range(cfg.mini_batches):
-        mini = order[m * per_mini:(m + 1) * per_mini]
-        cont = sum(len(completions[i]) for i in mini)
-        demo = sum(len(prefixes[i]) for i in mini)
-        plan.sizes.append(MiniSizes(sequences=sum(1 for i in mini if completions[i] or (prefix_pg and prefixes[i])),
-                                    tokens=cont + (demo if prefix_pg else 0), cont_tokens=cont,
-                                    demo_tokens=demo if objective.prefix_loss == "nll" else 0))
-        groups = micro_groups(mini, lengths, size=cfg.micro_batch_size, token_budget=cfg.micro_batch_tokens,
-                              rank=rank, world=world)
-        plan.minis.append([collate(g, prompts, prefixes, completions, adv_prefix, adv_cont, pad_id) for g in groups])
-    return plan
-
-
-def _autocast(cfg: UpdateConfig, model: Any):
-    if cfg.precision == "bf16":
-        return torch.autocast(device_type=next(model.parameters()).device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _to(mb: MicroBatch, device: torch.device) -> MicroBatch:
-    for name in ("input_ids", "attention_mask", "score_mask", "prefix_mask", "adv"):
-        setattr(mb, name, getattr(mb, name).to(device))
-    return mb
-
-
-def separate_old_pass(cfg: UpdateConfig, step_gate: bool) -> bool:
-    """Whether the PPO reference log-probs need their own forward pass before the update. With one
-    mini-batch the whole step is one optimizer step, so every micro-batch's forward runs on the
-    pre-update policy and `old_logp = logp.detach()` is that reference exactly (ratio 1, as TRL does with
-    num_iterations = 1): the separate pass is skipped. It is needed with several mini-batches (the policy
-    moves between them) and for the step-scope gate (it ranks every prefix token before the first
-    backward). `update.old_logprob_pass=always` forces it."""
-    return cfg.old_logprob_pass == "always" or cfg.mini_batches > 1 or step_gate
-
-
-@torch.no_grad()
-def old_logprobs(model: Any, plan: Plan, cfg: UpdateConfig, temperature: float) -> None:
-    """Pre-update log-probs and entropies of every micro-batch (the PPO reference, SPEC §2)."""
-    was_training = model.training
-    model.eval()
-    for micro in plan.minis:
-        for mb in micro:
-            with _autocast(cfg, model):
-                mb.old_logp, mb.old_entropy = sequence_logprobs(model, mb.input_ids, mb.attention_mask, mb.score_mask,
-                                                                temperature, cfg.logprob_chunk_tokens)
-    model.train(was_training)
-
-
-def step_scope_gate(plan: Plan, objective: ObjectiveConfig, accelerator: Any, generator: torch.Generator) -> None:
-    """Gate over every prefix token of the step, ranked by pre-update entropy (SPEC Q2 option)."""
-    from accelerate.utils import gather_object
-
-    local = []
-    for micro in plan.minis:
-        for mb in micro:
-            for k, row in enumerate(mb.rows):
-                pos = mb.prefix_mask[k].nonzero().squeeze(-1).tolist()
-                local += [(row, p, float(mb.old_entropy[k, p])) for p in pos]
-    everything = sorted(gather_object(local) if accelerator.num_processes > 1 else local)
-    ent = torch.tensor([e for _, _, e in everything])
-    keep = entropy_gate(ent, torch.ones_like(ent, dtype=torch.bool), objective.gate, objective.keep_ratio, generator)
-    kept = {(r, p) for (r, p, _), k in zip(everything, keep.tolist()) if k}
-    for micro in plan.minis:
-        for mb in micro:
-            mb.keep = ~mb.prefix_mask.clone()
-            for k, row in enumerate(mb.rows):
-                for p in mb.prefix_mask[k].nonzero().squeeze(-1).tolist():
-                    mb.keep[k, p] = (row, p) in kept
-
-
-def micro_loss(model: Any, mb: MicroBatch, objective: ObjectiveConfig, cfg: UpdateConfig, *, temperature: float,
-               sizes: MiniSizes, max_response_tokens: int, world: int,
-               generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of one micro-batch, scaled so that the sum over micro-batches and ranks is the mini-batch
-    loss (DDP/FSDP average gradients over ranks, hence the factor `world`)."""
-    with _autocast(cfg, model):
-        logp, entropy = sequence_logprobs(model, mb.input_ids, mb.attention_mask, mb.score_mask, temperature,
-                                          cfg.logprob_chunk_tokens)  # [b, T] each
-    prefix, cont = mb.prefix_mask, mb.score_mask & ~mb.prefix_mask  # [b, T] each
-    gated = objective.prefix_loss != "nll"  # the entropy gate acts on advantages; NLL tokens have none
-    keep = mb.keep if mb.keep is not None else (
-        entropy_gate(entropy, prefix, objective.gate, objective.keep_ratio, generator) if gated
-        else torch.ones_like(prefix))  # [b, T]
-    adv = torch.where(keep, mb.adv, torch.zeros_like(mb.adv))  # gated advantage (SPEC §5)
-    pg_mask = cont | (prefix & (gated and objective.gate != "none"))  # [b, T]
-    zero = logp.new_zeros(())
-    pg, clipped = zero, torch.zeros_like(prefix)
-    if mb.old_logp is None:  # on-policy (one mini-batch, or SFT rows): this pass is the pre-update policy
-        mb.old_logp, mb.old_entropy = logp.detach(), entropy.detach()
-    if sizes.sequences:
-        clip_mask = mb.score_mask & torch.where(prefix, objective.clip_prefix, objective.clip_continuation)
-        token_loss, clipped = ppo_clip_loss(logp, mb.old_logp, adv, objective.clip_low, objective.clip_high,
-                                            objective.dual_clip, clip_mask)  # [b, T]
-        if objective.prefix_loss == "shaped":  # LUFFY: demonstration tokens take -A f(pi), never clipped
-            token_loss = torch.where(prefix, shaped_pg_loss(logp, adv, objective.shaping_gamma), token_loss)
-            clipped = clipped & ~prefix
-        pg = aggregate(token_loss, pg_mask.float(), objective.loss_agg, sizes.sequences, max_response_tokens,
-                       sizes.tokens)
-    nll = objective.nll_coef * nll_loss(logp, prefix.float(), sizes.demo_tokens) if sizes.demo_tokens else zero
-    ent = aggregate(entropy, cont.float(), objective.loss_agg, sizes.sequences, max_response_tokens,
-                    sizes.cont_tokens) if sizes.sequences and sizes.cont_tokens else zero
-    loss = pg + nll - objective.entropy_coef * ent
-    kept_prefix = keep & prefix
-    with torch.no_grad():
-        log_ratio = (logp - mb.old_logp)[pg_mask]
-        stats = {
-            "pg_loss": float(pg), "nll_loss": float(nll), "entropy_loss": float(ent), "loss": float(loss),
-            "clipped_tokens": float(clipped[pg_mask].sum()), "loss_tokens": float(pg_mask.sum()),
-            "ratio_max": float(log_ratio.exp().max()) if log_ratio.numel() else 1.0,
-            "approx_kl_sum": float((-log_ratio).sum()),
-            "kept_prefix_tokens": float(kept_prefix.sum()), "prefix_tokens": float(prefix.sum()),
-            "kept_prefix_entropy_sum": float(entropy.detach()[kept_prefix].sum()),
-            "prefix_entropy_sum": float(entropy.detach()[prefix].sum()),
-            "demo_nll_sum": float(-logp.detach()[prefix].sum()),
-            "cont_entropy_sum": float(entropy.detach()[cont].sum()), "cont_tokens": float(cont.sum()),
-        }
-    mb.keep = keep
-    return loss * world, stats
-
-
-def _add(total: dict[str, float], part: dict[str, float]) -> None:
-    for k, v in part.items():
-        total[k] = total.get(k, 0.0) + v
-
-
-def _reduce(totals: dict[str, float], accelerator: Any) -> dict[str, float]:
-    """Sum per-rank totals over ranks."""
-    if accelerator.num_processes == 1 or not totals:
-        return totals
-    keys = sorted(totals)
-    summed = accelerator.reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64,
-                                             device=accelerator.device), "sum")
-    return dict(zip(keys, summed.tolist()))
-
-
-def optimise(policy: Any, plan: Plan, objective: ObjectiveConfig, cfg: UpdateConfig, *, accelerator: Any,
-             temperature: float, max_response_tokens: int, seed: int, step: int,
-             lr: float | None = None) -> dict[str, float]:
-    """The PPO mini-batch loop: backward per micro-batch (no gradient sync until the last), then clip
-    and step once per mini-batch. `lr` (SFT steps) overrides the learning rate for these optimizer
-    steps and leaves the LR schedule of the RL steps where it was."""
-    model, opt, sched = policy.model, policy.optimizer, policy.scheduler
-    model.train()
-    totals: dict[str, float] = {}
-    grad_norms = []
-    ratio_max = 1.0
-    for m, micro in enumerate(plan.minis):
-        for j, mb in enumerate(micro):
-            gen = torch.Generator().manual_seed(derive_seed(seed, step, "gate", m, j, accelerator.process_index))
-            sync = j == len(micro) - 1
-            with gradient_sync(model, accelerator, sync):
-                loss, stats = micro_loss(model, mb, objective, cfg, temperature=temperature, sizes=plan.sizes[m],
-                                         max_response_tokens=max_response_tokens, world=accelerator.num_processes,
-                                         generator=gen)
-                accelerator.backward(loss)
-            ratio_max = max(ratio_max, stats.pop("ratio_max"))
-            _add(totals, stats)
-        grad_norms.append(clip_grad_norm(model, accelerator, cfg.max_grad_norm or float("inf")))
-        # an SFT step sets its own LR; an RL step restores the schedule's (an SFT step may have run before)
-        for group, scheduled in zip(opt.param_groups, sched.get_last_lr()):
-            group["lr"] = lr if lr is not None else scheduled
-        if math.isfinite(grad_norms[-1]):
-            opt.step()
-        if lr is None:
-            sched.step()
-        opt.zero_grad(set_to_none=True)
-    totals = _reduce(totals, accelerator)
-    totals["ratio_max"] = float(accelerator.reduce(torch.tensor(ratio_max, device=accelerator.device), "max")) \
-        if accelerator.num_processes > 1 else ratio_max
-    totals["grad_norm"] = float(np.mean(grad_norms))
-    totals["grad_norm_max"] = float(np.max(grad_norms))
-    totals["lr"] = float(lr if lr is not None else sched.get_last_lr()[0])
-    totals["skipped_steps"] = float(sum(not math.isfinite(g) for g in grad_norms))
-    return totals
-
-
-def reset_optimizer(policy: Any) -> None:
-    """Start the optimizer afresh, as a new run would (SFT -> RFT: the RL phase does not inherit the SFT
-    phase's Adam moments). The RL LR schedule has not advanced during SFT steps (`optimise(lr=...)`)."""
-    opt = getattr(policy.optimizer, "optimizer", policy.optimizer)  # accelerate wraps the torch optimizer
-    opt.state.clear()
-
-
-def run(ds: Dataset | None, cfg: UpdateConfig, objective: ObjectiveConfig, *, policy: Any, accelerator: Any,
-        pad_id: int, temperature: float, max_response_tokens: int, seed: int, step: int,
+def run(ds: Dataset | None, cfg: UpdateConfig, objective: ObjectiveConfig, ctx: UpdateContext, *,
         sft_ds: Dataset | None = None, sft_lr: float = 0.0,
         fresh_optimizer: bool = False) -> tuple[Dataset, dict[str, float]]:
     """One training step: the RL phase on `ds` (the reward dataset; None on SFT steps), then the SFT phase
-    on `sft_ds` (rows whose prefix is a whole demonstration) when it has rows. Mutates `policy` (model,
-    optimizer, scheduler) in place."""
+    on `sft_ds` (rows whose prefix is a whole demonstration) when it has rows. Mutates `ctx.policy`
+    (model, optimizer, scheduler) in place."""
     if fresh_optimizer:
-        reset_optimizer(policy)
+        reset_optimizer(ctx.policy)
     parts, stats = [], {}
-    common = dict(policy=policy, accelerator=accelerator, pad_id=pad_id, temperature=temperature,
-                  max_response_tokens=max_response_tokens, seed=seed, step=step)
     if ds is not None:
         S.require_columns(ds, REQUIRES, "update")
-        table, stats = rl_phase(ds, cfg, objective, **common)
+        table, stats = rl_phase(ds, cfg, objective, ctx)
         parts.append(table)
     if sft_ds is not None and len(sft_ds):
         S.require_columns(sft_ds, SFT_REQUIRES, "update", "SFT")
-        table, sft_stats = sft_phase(sft_ds, cfg, objective, lr=sft_lr, **common)
+        table, sft_stats = sft_phase(sft_ds, cfg, objective, ctx, lr=sft_lr)
         parts.append(table)
         stats.update(sft_stats if ds is None else {f"sft_{k}": v for k, v in sft_stats.items()})
     if not parts:
@@ -333,10 +75,10 @@ def run(ds: Dataset | None, cfg: UpdateConfig, objective: ObjectiveConfig, *, po
     return (parts[0] if len(parts) == 1 else concatenate_datasets(parts)), stats
 
 
-def rl_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, *, policy: Any, accelerator: Any,
-             pad_id: int, temperature: float, max_response_tokens: int, seed: int,
-             step: int) -> tuple[Dataset, dict[str, float]]:
+def rl_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig,
+             ctx: UpdateContext) -> tuple[Dataset, dict[str, float]]:
     """Advantages, pre-update log-probs, PPO mini-batches (SPEC §2-§6)."""
+    accelerator, seed, step = ctx.accelerator, ctx.seed, ctx.step
     timings, t0 = {}, time.perf_counter()
     torch.manual_seed(derive_seed(seed, step, "update"))
     cols = S.column_lists(ds, S.REWARD, S.GROUP_ID, S.IS_HYBRID)
@@ -347,9 +89,9 @@ def rl_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, *, poli
     timings["advantages"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    plan = plan_batches(ds, adv_prefix, adv_cont, cfg, objective, pad_id=pad_id, seed=seed, step=step,
+    plan = plan_batches(ds, adv_prefix, adv_cont, cfg, objective, pad_id=ctx.pad_id, seed=seed, step=step,
                         rank=accelerator.process_index, world=accelerator.num_processes)
-    plan.minis = [[_to(mb, accelerator.device) for mb in micro] for micro in plan.minis]
+    plan.minis = [[to_device(mb, accelerator.device) for mb in micro] for micro in plan.minis]
     timings["collate"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -357,15 +99,14 @@ def rl_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, *, poli
                  and objective.prefix_loss != "nll")
     separate = separate_old_pass(cfg, step_gate)
     if separate:
-        old_logprobs(policy.model, plan, cfg, temperature)
+        old_logprobs(ctx.policy.model, plan, cfg, ctx.temperature)
     if step_gate:
         step_scope_gate(plan, objective, accelerator,
                         torch.Generator().manual_seed(derive_seed(seed, step, "gate-step")))
     timings["logprobs"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    totals = optimise(policy, plan, objective, cfg, accelerator=accelerator, temperature=temperature,
-                      max_response_tokens=max_response_tokens, seed=seed, step=step)
+    totals = optimise(plan, objective, cfg, ctx)
     timings["loss_and_step"] = time.perf_counter() - t
     mismatch = engine_mismatch(ds, plan, accelerator)  # old_logp is the pre-update policy's either way
     out, stats = _metrics(ds, plan, adv_prefix, adv_cont, totals, timings, accelerator, "rl")
@@ -381,21 +122,21 @@ def engine_mismatch(ds: Dataset, plan: Plan, accelerator: Any) -> dict[str, floa
                       for micro in plan.minis for mb in micro), accelerator)
 
 
-def sft_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, *, lr: float, policy: Any,
-              accelerator: Any, pad_id: int, temperature: float, max_response_tokens: int, seed: int,
-              step: int) -> tuple[Dataset, dict[str, float]]:
+def sft_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, ctx: UpdateContext, *,
+              lr: float) -> tuple[Dataset, dict[str, float]]:
     """One optimizer step on whole demonstrations: NLL summed over every demonstration token of the
     batch and divided by their count across all micro-batches and ranks, so gradient accumulation over
     m micro-batches equals one big batch (SPEC §9 caveat)."""
     t = time.perf_counter()
     sft_objective = dataclasses.replace(objective, prefix_loss="nll", nll_coef=1.0, entropy_coef=0.0)
     zeros = torch.zeros(len(ds))
-    plan = plan_batches(ds, zeros, zeros, dataclasses.replace(cfg, mini_batches=1), sft_objective, pad_id=pad_id,
-                        seed=seed, step=step, rank=accelerator.process_index, world=accelerator.num_processes)
-    plan.minis = [[_to(mb, accelerator.device) for mb in micro] for micro in plan.minis]
-    totals = optimise(policy, plan, sft_objective, cfg, accelerator=accelerator, temperature=temperature,
-                      max_response_tokens=max_response_tokens, seed=seed, step=step, lr=lr)
-    return _metrics(ds, plan, zeros, zeros, totals, {"sft": time.perf_counter() - t}, accelerator, "sft")
+    acc = ctx.accelerator
+    plan = plan_batches(ds, zeros, zeros, dataclasses.replace(cfg, mini_batches=1), sft_objective,
+                        pad_id=ctx.pad_id, seed=ctx.seed, step=ctx.step, rank=acc.process_index,
+                        world=acc.num_processes)
+    plan.minis = [[to_device(mb, acc.device) for mb in micro] for micro in plan.minis]
+    totals = optimise(plan, sft_objective, cfg, ctx, lr=lr)
+    return _metrics(ds, plan, zeros, zeros, totals, {"sft": time.perf_counter() - t}, acc, "sft")
 
 
 def _row_stats(plan: Plan) -> dict[int, tuple[int, float, float]]:
@@ -452,3 +193,87 @@ def _metrics(ds: Dataset, plan: Plan, adv_prefix: torch.Tensor, adv_cont: torch.
         "rows": float(len(rows)), **{f"seconds_{k}": v for k, v in timings.items()},
     }
     return S.make_dataset(cols, METRIC_FEATURES), stats
+
+
+# ----------------------------------------------------------------------------------------------------
+# the stage in a run: inputs, fingerprint slice, checkpoint, accounting
+
+
+def config_slice(cfg: Any, step: int) -> tuple:
+    """The update section, what the method makes of this step (`methods.update_spec`), the rollout
+    temperature and L_max the loss is computed with, the run seed and the step."""
+    return (dataclasses.asdict(cfg.update), methods.update_spec(cfg, step), cfg.generate.temperature,
+            cfg.generate.max_response_tokens, cfg.train.seed, step)
+
+
+def _inputs(cfg: Any, step: int) -> tuple[str, ...]:
+    """SFT steps train on the prefixes rows; RL steps on the reward rows, ReLIFT's also on the replay rows."""
+    if methods.is_sft_step(cfg, step):
+        return ("prefixes",)
+    return ("reward", "replay") if cfg.sft.mode == "replay" else ("reward",)
+
+
+def compute(job: Any, step: int, inputs: dict[str, cache.StageRecord]) -> tuple[Dataset, dict[str, Any]]:
+    """On every process: one `run` on the policy after step-1, then the checks and accounting of the
+    step, and the checkpoint of step `step` (weights + training state)."""
+    cfg, sft_step = job.cfg, methods.is_sft_step(job.cfg, step)
+    src = inputs["prefixes" if sft_step else "reward"].load()
+    sft_src = src if sft_step else (inputs["replay"].load() if "replay" in inputs else None)
+    state = job.load_policy(step - 1, with_optimizer=True)
+    job.release_backend()  # a colocated engine frees its KV cache and weights for the update
+    t0 = time.perf_counter()
+    ctx = UpdateContext(policy=state, accelerator=job.acc, pad_id=job.tokenizer.pad_token_id,
+                        temperature=cfg.generate.temperature, max_response_tokens=cfg.generate.max_response_tokens,
+                        seed=cfg.train.seed, step=step)
+    ds, stats = run(None if sft_step else src, cfg.update, cfg.objective, ctx, sft_ds=sft_src,
+                    sft_lr=methods.sft_lr(cfg, step), fresh_optimizer=methods.fresh_optimizer(cfg, step))
+    seconds = time.perf_counter() - t0
+    check_logprob_mismatch(stats, cfg.generate, step)
+    tokens = _tokens(src) + (_tokens(sft_src) if sft_src is not None and not sft_step else 0)
+    stats.update({} if sft_step else _step_summary(src), tokens=tokens,
+                 tokens_per_s=round(tokens / seconds, 1), phase="sft" if sft_step else "rl")
+    stats.update(accounting.update_flops(state.model, tokens, len(src), seconds, cfg.update.precision,
+                                         forwards=3.0 + stats.get("separate_old_logprob_pass", 0.0)))
+    state.step, state.policy_fp = step, job.policy_fp(step)
+    save_checkpoint(job.acc, state, job.tokenizer, job.out,
+                    {"seed": cfg.train.seed, "sampler_position": step * cfg.prefixes.prompts_per_step})
+    return ds, stats
+
+
+def checkpoint_complete(job: Any, step: int) -> bool:
+    """Training continues from a reused update only when its weights and training state are on disk."""
+    return all(cache.folder_status(d, job.policy_fp(step)) == "complete"
+               for d in (checkpoint_dir(job.out, step), training_state_dir(job.out, step)))
+
+
+def prune(job: Any, step: int) -> None:
+    """After a new checkpoint is complete (its update stage written): drop those `train.keep_last` /
+    `train.save_every` no longer keep."""
+    c = job.cfg.train
+    prune_checkpoints(job.out, step, c.keep_last, c.save_every, c.total_steps)
+
+
+def _tokens(ds: Dataset) -> int:
+    """Prompt + demonstration + completion tokens of a stage's rows."""
+    cols = [c for c in (S.PROMPT_IDS, S.PREFIX_IDS, S.COMPLETION_IDS) if c in ds.column_names]
+    return sum(len(x) for col in S.column_lists(ds, *cols).values() for x in col)
+
+
+def _step_summary(ds: Dataset) -> dict[str, float]:
+    """Reward and prefix statistics of a step's trajectories."""
+    c = S.column_lists(ds, S.REWARD, S.IS_HYBRID, S.PREFIX_RATIO, S.PREFIX_IDS, S.COMPLETION_IDS)
+    r = np.array(c[S.REWARD], dtype=float)
+    hyb = np.array(c[S.IS_HYBRID], dtype=bool)
+    ratios = np.array(c[S.PREFIX_RATIO], dtype=float)[hyb]
+    lengths = np.array([len(f) + len(x) for f, x in zip(c[S.PREFIX_IDS], c[S.COMPLETION_IDS])], dtype=float)
+    out = {"reward_mean": float(r.mean()), "reward_on_policy": float(r[~hyb].mean()) if (~hyb).any() else float("nan"),
+           "response_length": float(lengths.mean()),
+           "completion_length": float(np.mean([len(x) for x in c[S.COMPLETION_IDS]]))}
+    if hyb.any():
+        out.update(reward_hybrid=float(r[hyb].mean()), prefix_ratio_mean=float(ratios.mean()),
+                   prefix_ratio_min=float(ratios.min()), prefix_ratio_max=float(ratios.max()))
+    return out
+
+
+SPEC = StageSpec("update", STAGE_VERSION, config_slice, _inputs, compute, policy="previous", runs=always,
+                 produces=PRODUCES, collective=True, valid=checkpoint_complete, after=prune)

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import ObjectiveConfig, UpdateConfig  # noqa: E402
 from pipeline.distributed import ShardSettings, full_state_dict, prepare_policy, rollout_model  # noqa: E402
-from pipeline.policy import TrainState, load_training_state, save_checkpoint  # noqa: E402
+from pipeline.checkpoint import load_training_state, save_checkpoint  # noqa: E402
+from pipeline.policy import TrainState  # noqa: E402
 from stages import update  # noqa: E402
 from tests.conftest import tiny_qwen2  # noqa: E402
 
@@ -47,8 +48,9 @@ def reward_ds(step: int):
 
 
 def one_step(state: TrainState, acc, step: int) -> dict[str, float]:
-    _, stats = update.run(reward_ds(step), UpdateConfig(**UPDATE), ObjectiveConfig(**OBJECTIVE), policy=state,
-                          accelerator=acc, pad_id=0, temperature=1.0, max_response_tokens=16, seed=0, step=step)
+    ctx = update.UpdateContext(policy=state, accelerator=acc, pad_id=0, temperature=1.0, max_response_tokens=16,
+                               seed=0, step=step)
+    _, stats = update.run(reward_ds(step), UpdateConfig(**UPDATE), ObjectiveConfig(**OBJECTIVE), ctx)
     state.step = step
     return stats
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from pipeline import methods
+from pipeline.batching import token_lists
 from pipeline import schema as S
 from pipeline.config import ConfigError, ObjectiveConfig, PrefixConfig, load_config
 from pipeline.objectives import nll_loss, shaped_pg_loss
-from stages import prefixes, replay, update
-from tests.stages.test_update import _policy, _reward_ds
+from stages import prefixes, replay, step_stages, update
+from tests.stages.test_update import _ctx, _policy, _reward_ds
 
 
 def t(x):
@@ -84,8 +85,7 @@ def _sft_rows(lengths=(3, 9, 2, 7, 5)):
 def _sft_step(ds, **ucfg):
     state, cfg, acc = _policy(**ucfg)
     grads = _capture(state)
-    _, stats = update.run(None, cfg, ObjectiveConfig(), policy=state, accelerator=acc, pad_id=0, temperature=1.0,
-                          max_response_tokens=16, seed=0, step=1, sft_ds=ds, sft_lr=1e-3)
+    _, stats = update.run(None, cfg, ObjectiveConfig(), _ctx(state, acc), sft_ds=ds, sft_lr=1e-3)
     return grads, stats, state
 
 
@@ -116,9 +116,8 @@ def test_sft_step_uses_sft_lr_and_the_next_rl_step_the_schedule():
         return inner(*a, **k)
 
     state.optimizer.step = capture
-    common = dict(policy=state, accelerator=acc, pad_id=0, temperature=1.0, max_response_tokens=16, seed=0, step=1)
-    update.run(None, cfg, ObjectiveConfig(), sft_ds=_sft_rows((4, 4)), sft_lr=1e-3, **common)
-    update.run(_reward_ds(), cfg, ObjectiveConfig(), **common)
+    update.run(None, cfg, ObjectiveConfig(), _ctx(state, acc), sft_ds=_sft_rows((4, 4)), sft_lr=1e-3)
+    update.run(_reward_ds(), cfg, ObjectiveConfig(), _ctx(state, acc))
     assert seen == pytest.approx([1e-3, 1e-2])
 
 
@@ -127,8 +126,7 @@ def test_sft_step_uses_sft_lr_and_the_next_rl_step_the_schedule():
 def _rl_step(ds, objective, **ucfg):
     state, cfg, acc = _policy(**ucfg)
     grads = _capture(state)
-    _, stats = update.run(ds, cfg, objective, policy=state, accelerator=acc, pad_id=0, temperature=1.0,
-                          max_response_tokens=16, seed=0, step=1)
+    _, stats = update.run(ds, cfg, objective, _ctx(state, acc))
     return grads, stats
 
 
@@ -241,7 +239,7 @@ def test_hint_layout_shares_one_hint_per_group_in_the_prompt():
 def test_update_moves_the_hint_from_the_prompt_to_the_demonstration_tokens():
     ds = S.make_dataset({S.PROMPT_IDS: [[1, 2, 3, 100, 101], [1, 2]], S.HINT_LEN: [2, 0],
                          S.PREFIX_IDS: [[], [5]], S.COMPLETION_IDS: [[9], [8]]})
-    prompts, demo, comp = update.token_lists(ds)
+    prompts, demo, comp = token_lists(ds)
     assert prompts == [[1, 2, 3], [1, 2]] and demo == [[100, 101], [5]] and comp == [[9], [8]]
 
 
@@ -273,13 +271,18 @@ def test_replay_rows_are_whole_demonstrations():
 
 # ---------------------------------------------------------------- method schedule (pipeline/methods.py)
 
+RL_STAGES = ("prefixes", "generate", "reward", "update")
+REPLAY_STAGES = ("prefixes", "generate", "reward", "replay", "update")
+SFT_STAGES = ("prefixes", "update")
+
+
 def test_method_step_stages():
     sft_rft = load_config("sft-then-rft", ["sft.steps=2", "train.total_steps=4"])
-    assert [methods.step_stages(sft_rft, s) for s in (1, 2, 3)] == [methods.SFT_STAGES] * 2 + [methods.RL_STAGES]
+    assert [step_stages(sft_rft, s) for s in (1, 2, 3)] == [SFT_STAGES] * 2 + [RL_STAGES]
     assert [methods.fresh_optimizer(sft_rft, s) for s in (1, 2, 3, 4)] == [False, False, True, False]
-    assert methods.step_stages(load_config("relift"), 1) == methods.REPLAY_STAGES
-    assert methods.step_stages(load_config("sft"), 7) == methods.SFT_STAGES
-    assert methods.step_stages(load_config("quickstart"), 1) == methods.RL_STAGES
+    assert step_stages(load_config("relift"), 1) == REPLAY_STAGES
+    assert step_stages(load_config("sft"), 7) == SFT_STAGES
+    assert step_stages(load_config("quickstart"), 1) == RL_STAGES
     p = methods.prefix_config(load_config("sft", ["sft.batch_size=5"]), 1)
     assert (p.prompts_per_step, p.samples_per_prompt, p.hybrids_per_prompt, p.layout) == (5, 1, 1, "full")
 
@@ -310,21 +313,19 @@ def test_method_options_are_validated(override, message):
 def test_fresh_optimizer_after_sft_equals_a_new_run_from_the_sft_weights():
     # SFT -> RFT: the first RL step after the SFT phase starts with empty Adam moments, exactly as a
     # second run started from the SFT checkpoint would (weights compared bit for bit)
-    common = dict(accelerator=None, pad_id=0, temperature=1.0, max_response_tokens=16, seed=0, step=2)
     a, cfg, acc = _policy(lr=1e-2)
-    common["accelerator"] = acc
-    update.run(None, cfg, ObjectiveConfig(), policy=a, sft_ds=_sft_rows(), sft_lr=1e-2, **{**common, "step": 1})
+    update.run(None, cfg, ObjectiveConfig(), _ctx(a, acc, step=1), sft_ds=_sft_rows(), sft_lr=1e-2)
     sft_weights = {k: v.detach().clone() for k, v in a.model.state_dict().items()}
-    update.run(_reward_ds(), cfg, ObjectiveConfig(), policy=a, fresh_optimizer=True, **common)
+    update.run(_reward_ds(), cfg, ObjectiveConfig(), _ctx(a, acc, step=2), fresh_optimizer=True)
     b, _, _ = _policy(lr=1e-2)
     b.model.load_state_dict(sft_weights)
-    update.run(_reward_ds(), cfg, ObjectiveConfig(), policy=b, **common)
+    update.run(_reward_ds(), cfg, ObjectiveConfig(), _ctx(b, acc, step=2))
     wa, wb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     # without the reset the SFT step's moments carry over and the weights differ
     c, _, _ = _policy(lr=1e-2)
-    update.run(None, cfg, ObjectiveConfig(), policy=c, sft_ds=_sft_rows(), sft_lr=1e-2, **{**common, "step": 1})
-    update.run(_reward_ds(), cfg, ObjectiveConfig(), policy=c, **common)
+    update.run(None, cfg, ObjectiveConfig(), _ctx(c, acc, step=1), sft_ds=_sft_rows(), sft_lr=1e-2)
+    update.run(_reward_ds(), cfg, ObjectiveConfig(), _ctx(c, acc, step=2))
     assert not all(torch.equal(wa[k], c.model.state_dict()[k]) for k in wa)
 
 
@@ -344,8 +345,7 @@ def test_luffy_update_on_a_one_token_demo_matches_the_hand_computed_loss(gamma):
     objective = ObjectiveConfig(prefix_loss="shaped", shaping_gamma=gamma, gate="all", clip_continuation=False,
                                 dual_clip=0.0, entropy_coef=0.0)
     state, cfg, acc = _policy()
-    rows, stats = update.run(_luffy_group(), cfg, objective, policy=state, accelerator=acc, pad_id=0,
-                             temperature=1.0, max_response_tokens=16, seed=0, step=1)
+    rows, stats = update.run(_luffy_group(), cfg, objective, _ctx(state, acc))
     p = math.exp(-rows.filter(lambda r: r[S.IS_HYBRID])["demo_nll"][0])
     assert sorted(rows[S.ADVANTAGE]) == [-0.5, 0.5]
     assert stats["pg_loss"] == pytest.approx((0.5 - 0.5 * p / (p + gamma)) / 32, rel=1e-4, abs=1e-9)  # fp32

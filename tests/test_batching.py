@@ -4,9 +4,8 @@ update step equal to the one-big-batch (naive) path."""
 import pytest
 import torch
 
-from pipeline.batching import budget_groups, micro_groups, split_to
+from pipeline.batching import budget_groups, micro_groups, plan_batches, split_to
 from pipeline.config import ObjectiveConfig
-from stages import update
 from tests.stages.test_update import _reward_ds, _step
 
 
@@ -57,8 +56,8 @@ def test_token_budget_plan_has_less_padding():
 
     adv = torch.zeros(len(ds))
     kw = dict(pad_id=0, seed=0, step=1, rank=0, world=1)
-    fixed = update.plan_batches(ds, adv, adv, UpdateConfig(micro_batch_size=4), ObjectiveConfig(), **kw)
-    budget = update.plan_batches(ds, adv, adv, UpdateConfig(micro_batch_tokens=64), ObjectiveConfig(), **kw)
+    fixed = plan_batches(ds, adv, adv, UpdateConfig(micro_batch_size=4), ObjectiveConfig(), **kw)
+    budget = plan_batches(ds, adv, adv, UpdateConfig(micro_batch_tokens=64), ObjectiveConfig(), **kw)
 
     def padded(plan):
         return sum(mb.input_ids.numel() for mb in plan.minis[0])

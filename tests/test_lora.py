@@ -52,7 +52,8 @@ def test_lora_run_on_the_embedded_model(tmp_path, micro_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from pipeline.policy import checkpoint_dir, load_model
+    from pipeline.checkpoint import checkpoint_dir
+    from pipeline.policy import load_model
     from pipeline.run import Run, make_accelerator, train
     from tests.test_pipeline import MICRO
 

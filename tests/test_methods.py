@@ -14,7 +14,7 @@ from pipeline.config import RECIPE_DIR, list_recipes, load_config, to_dict
 from pipeline.prompts import end_of_turn_ids
 from pipeline.policy import load_model, load_patches, model_fingerprint, patched_config, resolve_model_path
 from pipeline.run import train
-from stages import replay
+from stages import replay, step_stages
 
 FAST = [line.strip() for line in (RECIPE_DIR / "fast-variant.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")]
@@ -48,7 +48,7 @@ def test_method_recipe_runs_two_steps(name, tmp_path, micro_path):
     assert [m["step"] for m in metrics] == [1, 2]
     assert (out / "checkpoints" / "step-000002" / "config.json").is_file()
     for step in (1, 2):
-        assert _stages(out, step) == sorted(methods.step_stages(cfg, step))
+        assert _stages(out, step) == sorted(step_stages(cfg, step))
         m = metrics[step - 1]
         assert m["grad_norm"] > 0 or m.get("sft_grad_norm", 0) > 0  # every step trained on something
     if name == "rft":

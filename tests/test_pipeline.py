@@ -109,18 +109,18 @@ def test_resume_after_interruption_matches_uninterrupted(finished_run, tmp_path,
     out_ref, _ = finished_run
     out = tmp_path / "interrupted"
     calls = {"n": 0}
-    original = Run.run_reward
+    original = Run.run_stage
 
-    def crash_on_step_two(self, step, force=False):
-        if step == 2:
+    def crash_on_step_two(self, stage, step=0, force=False, strict=False):
+        if stage == "reward" and step == 2:
             raise KeyboardInterrupt("simulated kill")
-        calls["n"] += 1
-        return original(self, step, force)
+        calls["n"] += stage == "reward"
+        return original(self, stage, step, force, strict)
 
-    monkeypatch.setattr(Run, "run_reward", crash_on_step_two)
+    monkeypatch.setattr(Run, "run_stage", crash_on_step_two)
     with pytest.raises(KeyboardInterrupt):
         train(micro_cfg(), out)
-    monkeypatch.setattr(Run, "run_reward", original)
+    monkeypatch.setattr(Run, "run_stage", original)
     done = {s: _written_at(out / "steps" / "000001" / s) for s in STAGES}
     generated_2 = _written_at(out / "steps" / "000002" / "generate")
     train(micro_cfg(), out)

@@ -40,6 +40,11 @@ def _policy(lr=1e-2, **ucfg):
     return TrainState(model, opt, sched, 0, "base"), cfg, acc
 
 
+def _ctx(state, acc, step=1):
+    return update.UpdateContext(policy=state, accelerator=acc, pad_id=0, temperature=1.0, max_response_tokens=16,
+                                seed=0, step=step)
+
+
 def _step(ds, objective=ObjectiveConfig(), grads=None, **ucfg):
     """One update; `grads` (a list) receives the gradients each optimizer step saw."""
     state, cfg, acc = _policy(**ucfg)
@@ -52,8 +57,7 @@ def _step(ds, objective=ObjectiveConfig(), grads=None, **ucfg):
             return inner(*a, **k)
 
         state.optimizer.step = capture
-    metrics, stats = update.run(ds, cfg, objective, policy=state, accelerator=acc, pad_id=0, temperature=1.0,
-                                max_response_tokens=16, seed=0, step=1)
+    metrics, stats = update.run(ds, cfg, objective, _ctx(state, acc))
     return state, before, metrics, stats
 
 

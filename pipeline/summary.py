@@ -1,0 +1,90 @@
+"""What a training run reports: the line logged after every step, the step metrics of a validation
+evaluation, and the summary (summary.json and the table printed at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def log_step(step: int, total: int, stats: dict[str, Any], seconds: float) -> None:
+    """One log line per training step (main process)."""
+    val = "".join(f"  {k} {v:.3f}" for k, v in stats.items() if k.startswith("val_"))
+    if stats.get("phase") == "sft":
+        log.info("step %d/%d  SFT  nll %.4f  grad %.3f  lr %.2e  %.1fs%s", step, total,
+                 stats["demo_nll"], stats["grad_norm"], stats["lr"], seconds, val)
+    else:
+        log.info("step %d/%d  reward %.3f (hybrid %s)  prefix %s  loss %.4f  grad %.3f  clip %.3f%s  %.1fs%s",
+                 step, total, stats["reward_mean"], _fmt(stats.get("reward_hybrid")),
+                 _fmt(stats.get("prefix_ratio_mean")), stats["loss"], stats["grad_norm"], stats["clip_frac"],
+                 f"  + SFT on {stats['sft_rows']:.0f} replayed (nll {stats['sft_demo_nll']:.4f})"
+                 if "sft_rows" in stats else "", seconds, val)
+
+
+def validation_metrics(summaries: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Step-metric fields of a validation evaluation: val_<suite>_accuracy."""
+    return {f"val_{name}_accuracy": s["accuracy"] for name, s in summaries.items()}
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def run_summary(out: Path, total_steps: int, final_checkpoint: Path, base: dict, final: dict,
+                seconds: float) -> dict[str, Any]:
+    """The run's summary.json: evaluations before and after, the reward curve by quarters, where things are."""
+    rows = []
+    if (out / "metrics.jsonl").is_file():
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    q = max(1, len(rows) // 4)
+
+    def quarters(key: str) -> tuple[float | None, float | None]:
+        vals = [r[key] for r in rows if r.get(key) is not None and r[key] == r[key]]
+        return (sum(vals[:q]) / len(vals[:q]), sum(vals[-q:]) / len(vals[-q:])) if vals else (None, None)
+
+    T = total_steps
+    first, last = quarters("reward_mean")
+    on_first, on_last = quarters("reward_on_policy")
+    return {
+        "output_dir": str(out), "steps": T, "wall_seconds": round(seconds, 1),
+        "eval": {name: {"base": base.get(name), "final": final.get(name)} for name in set(base) | set(final)},
+        "reward_first_quarter": first, "reward_last_quarter": last,
+        "reward_on_policy_first_quarter": on_first, "reward_on_policy_last_quarter": on_last,
+        "rewards": [r["reward_mean"] for r in rows if "reward_mean" in r],
+        "final_checkpoint": str(final_checkpoint), "metrics": str(out / "metrics.jsonl"),
+        "eval_dir": str(out / "eval"),
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The short table printed at the end of a run."""
+    lines = [f"\nprefix-rft: {s['steps']} steps; this command ran {s['wall_seconds']:.0f}s", "",
+             f"{'suite':<12}{'base':>10}{'final':>10}{'change':>10}"]
+    for name, ev in sorted(s["eval"].items()):
+        b, f = ev.get("base"), ev.get("final")
+        acc = [x["accuracy"] * 100 if x else None for x in (b, f)]
+        delta = f"{acc[1] - acc[0]:+.1f}" if None not in acc else ""
+        lines.append(f"{name:<12}" + "".join(f"{a:>9.1f}%" if a is not None else f"{'-':>10}" for a in acc)
+                     + f"{delta:>10}")
+        levels = sorted(set((b or {}).get("accuracy_by_level", {})) | set((f or {}).get("accuracy_by_level", {})),
+                        key=int)
+        for lv in levels:
+            vals = [(x or {}).get("accuracy_by_level", {}).get(lv) for x in (b, f)]
+            lines.append(f"{'  level ' + lv:<12}" + "".join(f"{v * 100:>9.1f}%" if v is not None else f"{'-':>10}"
+                                                             for v in vals))
+    if s["rewards"]:
+        curve = s["rewards"]
+        marks = " ".join(f"{curve[i]:.2f}" for i in sorted({round(j * (len(curve) - 1) / 7) for j in range(8)}))
+        lines += ["", f"train reward, all samples:     first quarter {s['reward_first_quarter']:.3f} -> last quarter "
+                      f"{s['reward_last_quarter']:.3f}   (curve: {marks})"]
+        if s.get("reward_on_policy_first_quarter") is not None:
+            lines.append(f"train reward, on-policy only:  first quarter {s['reward_on_policy_first_quarter']:.3f} -> "
+                         f"last quarter {s['reward_on_policy_last_quarter']:.3f}")
+    lines += ["", f"final checkpoint  {s['final_checkpoint']}", f"step metrics      {s['metrics']}",
+              f"evaluations       {s['eval_dir']}", f"summary           {s['output_dir']}/summary.json"]
+    return "\n".join(lines)
