@@ -1,0 +1,60 @@
+"""Config section `eval`: evaluation before, during (validation) and after training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipeline.config.checks import _check, _in_range
+
+
+@dataclass
+class EvalConfig:
+    suites: list[str] = field(default_factory=lambda: ["toy"])
+    """Suites evaluated before and after training (`toy` is the embedded held-out split)."""
+    at_start: bool = True
+    """Evaluate the base model before the first step."""
+    at_end: bool = True
+    """Evaluate the final checkpoint."""
+    protocol: Literal["paper", "luffy"] = "paper"
+    """`paper`: problem + instruction, no system turn, on the suites' own data (SPEC §8); `luffy`: LUFFY's
+    valid.all parquet as it is (its system prompt, AIME/AMC rows x32). See evaluation/suites.py."""
+    samples_per_problem: int = 0
+    """Samples per problem (avg@k, pass@k up to k); 0 means the protocol's count: 32 on AIME24, AIME25
+    and AMC, 1 elsewhere (SPEC §8)."""
+    temperature: float = 0.6
+    """Evaluation sampling temperature (SPEC §8)."""
+    top_p: float = 0.95
+    """Evaluation nucleus threshold (SPEC §8, Q5)."""
+    max_new_tokens: int = 8192
+    """Generation budget per problem (SPEC §8)."""
+    max_problems: int = 0
+    """Problems per suite; 0 means all."""
+    seed: int = 1234
+    """Evaluation sampling seed."""
+    data_dir: str | None = None
+    """Local copies of the evaluation suites (e.g. ../shared/data); default: hub ids."""
+    batch_size: int = 256
+    """Sequences decoded together by the transformers backend during evaluation."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Compute dtype of evaluation generation (bf16 = autocast)."""
+    chunk_size: int = 4096
+    """Sequences generated, graded and written per chunk (bounds memory for n up to 2048 per problem; an
+    interrupted suite resumes after its last complete chunk)."""
+    validation_every: int = 0
+    """During training, evaluate `eval.suites` on a validation slice every M steps and log
+    `val_<suite>_accuracy` with the step metrics; 0 disables."""
+    validation_problems: int = 60
+    """Problems per suite in the validation slice (evenly spaced; `samples_per_problem`, 1 if 0)."""
+
+    def __post_init__(self) -> None:
+        _check(all(isinstance(s, str) and s for s in self.suites), "eval.suites", "must be suite names")
+        _in_range(self.samples_per_problem, "eval.samples_per_problem", 0)
+        _in_range(self.temperature, "eval.temperature", 0.0)
+        _check(0.0 < self.top_p <= 1.0, "eval.top_p", f"must be in (0, 1], got {self.top_p}")
+        _in_range(self.max_new_tokens, "eval.max_new_tokens", 1)
+        _in_range(self.max_problems, "eval.max_problems", 0)
+        _in_range(self.batch_size, "eval.batch_size", 1)
+        _in_range(self.chunk_size, "eval.chunk_size", 1)
+        _in_range(self.validation_every, "eval.validation_every", 0)
+        _in_range(self.validation_problems, "eval.validation_problems", 1)
