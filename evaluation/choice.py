@@ -1,7 +1,7 @@
 """Multiple-choice suites (ARC-Challenge, GPQA-Diamond, MMLU-Pro): prompt layout and letter grading.
 
 Prompt layout (LUFFY's `valid.arc_c` / `valid.gpqa` parquets, which Prefix-RFT evaluates as they are,
-SPEC §8): LUFFY's system prompt, then a user turn
+docs/method.md §8): LUFFY's system prompt, then a user turn
 
     <question>
     <blank line>

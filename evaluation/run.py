@@ -1,4 +1,4 @@
-"""Evaluate checkpoints on the evaluation suites with the paper's protocol (SPEC §8).
+"""Evaluate checkpoints on the evaluation suites with the paper's protocol (docs/method.md §8).
 
 `paper` protocol (default): math problems as the user turn problem + "Please reason step by step, and
 put your final answer within \\boxed{}", no system turn; the choice suites in LUFFY's layout with its

@@ -1,6 +1,6 @@
 """Evaluation statistics: accuracy (avg@k) with its standard error, unbiased pass@k, macro averages.
 
-- avg@k: the mean over problems of the fraction of a problem's k samples that are correct (SPEC §8;
+- avg@k: the mean over problems of the fraction of a problem's k samples that are correct (docs/method.md §8;
   LUFFY's ×32 replication computes the same number).
 - standard error: the sample standard deviation (ddof 1) of the per-problem means over sqrt(problems),
   i.e. the uncertainty from the choice of problems, with the samples of a problem averaged first.

@@ -1,4 +1,4 @@
-"""Evaluation suites: each loads a list of problems with reference answers (SPEC §8).
+"""Evaluation suites: each loads a list of problems with reference answers (docs/method.md §8).
 
 | suite | problems | default source (hub id, config, split) | local file (`--data-dir`) | reference |
 |---|---|---|---|---|

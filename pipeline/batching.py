@@ -7,7 +7,7 @@ Sorting bins short with short and long with long, so little padding is computed.
 
 The loss is a sum over micro-batches with normalisers fixed per mini-batch, so the grouping does not
 change it, except where the grouping is itself part of the objective: the reference's per-micro-batch
-entropy gate (SPEC Q2) ranks prefix tokens within each micro-batch, as verl's dynamic batch size does.
+entropy gate (docs/method.md Q2) ranks prefix tokens within each micro-batch, as verl's dynamic batch size does.
 
 Under data parallelism every rank must run the same number of forward passes (FSDP gathers weights in
 each), so every rank computes every rank's grouping and splits its own groups up to the largest count.

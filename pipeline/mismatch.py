@@ -2,7 +2,7 @@
 
 The rollout engine returns, per continuation token, log softmax(logits / T) under the weights it was
 last synced to. The update stage scores the same tokens with the trainer before it changes anything (the
-PPO reference pass, SPEC §2), so the two must agree up to numerics; a gap means the engine serves other
+PPO reference pass, docs/method.md §2), so the two must agree up to numerics; a gap means the engine serves other
 weights (a failed or partial sync), another dtype or attention path, or another temperature. After
 every weight sync the mean and max |delta| over the step's continuation tokens go into the update
 stage's stats (metrics.jsonl: `logprob_mismatch_mean`, `logprob_mismatch_max`) and the log, and a mean

@@ -1,4 +1,4 @@
-"""The Prefix-RFT objective, and the terms of its baselines, as pure tensor functions (SPEC §2, §4, §5,
+"""The Prefix-RFT objective, and the terms of its baselines, as pure tensor functions (docs/method.md §2, §4, §5,
 §6, §10).
 
 Token tensors use the position layout of the update batch: [B, T] where position j scores token j+1;
@@ -20,9 +20,9 @@ def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, is_hybrid: 
 
     rewards [S] float, group_ids [S] long, is_hybrid [S] bool.
 
-    `group` (SPEC §4 default, Q1): A_i = r_i - mean_{j in g} r_j over all N members, hybrid included;
+    `group` (docs/method.md §4 default, Q1): A_i = r_i - mean_{j in g} r_j over all N members, hybrid included;
     a singleton group has baseline 0 (verl). Prefix and continuation share A_i.
-    `exclude_hybrid` (SPEC §4 `dr_grpo_prefix`, one rollout per prefix): the baseline is the mean of the
+    `exclude_hybrid` (docs/method.md §4 `dr_grpo_prefix`, one rollout per prefix): the baseline is the mean of the
     on-policy members; on-policy rows and the hybrid's prefix get r_i - mean_on, the hybrid's
     continuation keeps its uncentred r_i (its singleton (uid, prefix) group has baseline 0).
     `std_scale` divides by the std (unbiased) of the rewards the baseline was taken over (1 for fewer
@@ -46,14 +46,14 @@ def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, is_hybrid: 
 
 
 def gate_count(num_prefix_tokens: int, keep_ratio: float) -> int:
-    """Prefix tokens that keep their advantage: n - floor((1 - keep_ratio) * n) (SPEC §5: the lowest
+    """Prefix tokens that keep their advantage: n - floor((1 - keep_ratio) * n) (docs/method.md §5: the lowest
     floor(0.8 n) are zeroed). Rounded to 9 decimals first so 0.8 * 10 is 8, not 7.999..."""
     return num_prefix_tokens - math.floor(round((1.0 - keep_ratio) * num_prefix_tokens, 9))
 
 
 def entropy_gate(entropy: torch.Tensor, prefix_mask: torch.Tensor, mode: str = "top", keep_ratio: float = 0.2,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Which prefix tokens keep their advantage (SPEC §5). Non-prefix positions are always True.
+    """Which prefix tokens keep their advantage (docs/method.md §5). Non-prefix positions are always True.
 
     entropy, prefix_mask [...] (any shape; the pool is every prefix token, flattened across sequences).
     `top`/`bottom`: the gate_count highest/lowest entropies (ties: earlier position first);
@@ -84,7 +84,7 @@ def entropy_gate(entropy: torch.Tensor, prefix_mask: torch.Tensor, mode: str = "
 def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip_low: float = 0.2,
                   clip_high: float = 0.2, dual_clip: float = 3.0,
                   clip_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token PPO-clip loss with dual clip (SPEC §2; verl core_algos.py:604-618).
+    """Per-token PPO-clip loss with dual clip (docs/method.md §2; verl core_algos.py:604-618).
 
     l = -min(r A, clip(r, 1-eps_lo, 1+eps_hi) A); for A < 0: l = min(l, -c A).
     logp, old_logp, adv [B, T]; clip_mask [B, T] bool marks tokens that are clipped (False: l = -r A).
@@ -106,7 +106,7 @@ def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
 
 
 def shaped_pg_loss(logp: torch.Tensor, adv: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
-    """LUFFY's policy shaping on off-policy (demonstration) tokens (SPEC §10; L:mix_core_alg.py:164-215).
+    """LUFFY's policy shaping on off-policy (demonstration) tokens (docs/method.md §10; L:mix_core_alg.py:164-215).
 
     l = -A f(p), f(p) = p / (p + gamma), p = pi_theta(token): the demonstrator's probability is taken as
     1, so there is no old-policy ratio and no clip. dl/dlogp = -A gamma p / (p + gamma)^2, which is
@@ -118,7 +118,7 @@ def shaped_pg_loss(logp: torch.Tensor, adv: torch.Tensor, gamma: float = 0.1) ->
 
 def nll_loss(logp: torch.Tensor, mask: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """Token-level negative log-likelihood of demonstration tokens, summed here and divided by
-    `num_tokens`, the count over the whole (global) batch (SPEC §2 SFT row; §9 caveat: a per-micro-batch
+    `num_tokens`, the count over the whole (global) batch (docs/method.md §2 SFT row; §9 caveat: a per-micro-batch
     mean under gradient accumulation weights short and long micro-batches unequally).
     logp, mask [B, T] -> scalar; micro-batch values add up to the batch value."""
     return -(logp * mask).sum() / max(1, num_tokens)
@@ -126,7 +126,7 @@ def nll_loss(logp: torch.Tensor, mask: torch.Tensor, num_tokens: int) -> torch.T
 
 def aggregate(token_values: torch.Tensor, mask: torch.Tensor, mode: str, num_sequences: int,
               max_response_tokens: int, num_tokens: int) -> torch.Tensor:
-    """Reduce per-token values to the mini-batch loss (SPEC §6).
+    """Reduce per-token values to the mini-batch loss (docs/method.md §6).
 
     `constant` (Dr. GRPO): sum over tokens / (num_sequences * L_max); `token_mean`: sum / num_tokens.
     `num_sequences` and `num_tokens` count the whole mini-batch (all micro-batches and ranks), so

@@ -89,7 +89,7 @@ def load_tokenizer(path: str, cfg: ModelConfig) -> Any:
 def patched_config(path: str, cfg: ModelConfig) -> Any:
     """The checkpoint's config with `model.rope_theta` / `model.max_position_embeddings` applied, or None
     when neither is set. Applied before the weights load, so the rotary tables are built with them
-    (SPEC §7 context extension of Qwen2.5-Math: theta 10000 -> 40000, 4096 -> 16384 positions)."""
+    (docs/method.md §7 context extension of Qwen2.5-Math: theta 10000 -> 40000, 4096 -> 16384 positions)."""
     if cfg.rope_theta is None and cfg.max_position_embeddings is None:
         return None
     from transformers import AutoConfig
@@ -123,7 +123,7 @@ def load_model(path: str, cfg: ModelConfig) -> Any:
 
 
 def make_optimizer(model: Any, cfg: UpdateConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW and a linear-warm-up-then-constant LR schedule (SPEC §6)."""
+    """AdamW and a linear-warm-up-then-constant LR schedule (docs/method.md §6)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     warmup = cfg.warmup_steps

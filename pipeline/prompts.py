@@ -1,7 +1,7 @@
 """Rendering a problem into the policy's chat format, in token ids.
 
 The user turn is `problem + "\\n" + instruction`, with no system turn unless one is configured
-(SPEC §7 prompt row, Q7: rendered explicitly so a tokenizer's default system prompt cannot slip in
+(docs/method.md §7 prompt row, Q7: rendered explicitly so a tokenizer's default system prompt cannot slip in
 unnoticed; a test snapshots the rendered prompt of the embedded tokenizer).
 """
 

@@ -1,7 +1,7 @@
 """Verifier rewards: plain functions from completions (and their row's columns) to scores.
 
-`math_verify_reward` is the 0/1 verifier of SPEC §4: it grades the last `\\boxed{}` of the response
-(prefix + continuation; after the last `</think>` when present, SPEC Q8) against the reference answer
+`math_verify_reward` is the 0/1 verifier of docs/method.md §4: it grades the last `\\boxed{}` of the response
+(prefix + continuation; after the last `</think>` when present, docs/method.md Q8) against the reference answer
 with math-verify. Completions are untrusted: the graded text is capped before any parsing, the box is
 found by a linear brace scan (no regex backtracking, no `eval`), and math-verify only ever sees the
 short boxed content, inside a worker process with a hard time limit (`pipeline.scoring`).

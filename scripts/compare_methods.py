@@ -5,7 +5,7 @@
 
 Each method is a shipped recipe plus overrides (the table METHODS below). The recipe's own settings — what
 makes it that method — are laid over `--recipe-base`, which fixes the budget every method shares: prompts
-per step, samples per prompt, RL steps, max response tokens, evaluation (SPEC §9: the paper compares at
+per step, samples per prompt, RL steps, max response tokens, evaluation (docs/method.md §9: the paper compares at
 equal rollout budget). SFT->RFT runs its SFT phase on top of the same number of RL steps, as in the paper.
 Every (method, seed) run is a normal run directory under OUTPUT/runs/<method>/seed<k>; an interrupted
 comparison resumes where it stopped (finished runs are kept, a half-done run resumes itself).

@@ -2,7 +2,7 @@
 
 Input: the prefixes dataset. Output adds completion_ids (continuation only, the stop token included
 when one was produced), completion_logprobs (engine log-prob of each token) and finish_reason. The
-continuation budget is L_max - L, so prefix + continuation never exceeds L_max (SPEC §3 "Ours").
+continuation budget is L_max - L, so prefix + continuation never exceeds L_max (docs/method.md §3 "Ours").
 Each row samples from its own seed, derived from (run seed, step, row). Rows that already hold a
 whole demonstration (`is_demo`, LUFFY's off-policy member) are not sent to the engine: their
 completion is empty with finish_reason "demo".

@@ -1,12 +1,12 @@
-"""prefixes: pick the step's prompts and lay out N slots per prompt, k of them hybrid (SPEC §3).
+"""prefixes: pick the step's prompts and lay out N slots per prompt, k of them hybrid (docs/method.md §3).
 
 For step t (1-based) a seeded sampler that walks epochs picks B prompts. Each prompt gets N slots;
 the last k hold demonstration tokens, as `prefixes.layout` says:
-- `partial` (Prefix-RFT, SPEC §3): l ~ U(low_t, high), prefix = the first
+- `partial` (Prefix-RFT, docs/method.md §3): l ~ U(low_t, high), prefix = the first
   L = min(max(floor(l * |y*|), min_prefix_tokens), |y*| - 1, L_max - 1) tokens of y*;
-- `full` (LUFFY's off-policy member, SPEC §10; SFT rows): prefix = y* + end of turn (cut at L_max),
+- `full` (LUFFY's off-policy member, docs/method.md §10; SFT rows): prefix = y* + end of turn (cut at L_max),
   `is_demo` set, nothing is generated;
-- `hint` (UFT, SPEC §10): one hint per group, y*[:round(c/n |y*|)] with c ~ Binomial(n, p_t),
+- `hint` (UFT, docs/method.md §10): one hint per group, y*[:round(c/n |y*|)] with c ~ Binomial(n, p_t),
   n = min(hint_chunks, |y*|), p_t = low_t up to the horizon and 0 after it; appended to the prompt
   ids (`hint_len` says how many of them are hint), so the response graded is the continuation only.
 
@@ -38,7 +38,7 @@ PRODUCES = (S.ID, S.SOURCE, S.LEVEL, S.ANSWER, S.PROMPT_IDS, S.STEP, S.GROUP_ID,
 
 
 def low_bound(step: int, cfg: PrefixConfig, horizon: int) -> float:
-    """Lower bound low_t of the prefix ratio at `step` (SPEC §3).
+    """Lower bound low_t of the prefix ratio at `step` (docs/method.md §3).
 
     cosine: low_end + 1/2 (low_start - low_end)(1 + cos(pi t'/T')); linear: low_start + (low_end -
     low_start) t'/T'; fixed: low_start; uniform: low_end (Q9: l ~ U(low_end, high) every step).
@@ -58,7 +58,7 @@ def low_bound(step: int, cfg: PrefixConfig, horizon: int) -> float:
 
 def prefix_length(ratio: float, demo_len: int, min_prefix_tokens: int, max_response_tokens: int) -> int:
     """L = floor(l |y*|), raised to min_prefix_tokens, capped at |y*| - 1 (at least one generated
-    token, SPEC §3) and at L_max - 1 (room for a continuation)."""
+    token, docs/method.md §3) and at L_max - 1 (room for a continuation)."""
     length = math.floor(ratio * demo_len)
     length = max(length, min_prefix_tokens)
     return max(0, min(length, demo_len - 1, max_response_tokens - 1))
@@ -98,7 +98,7 @@ def hint_length(demo_len: int, kept_chunks: int, chunks: int) -> int:
 
 def hint_probability(step: int, cfg: PrefixConfig, horizon: int) -> float:
     """p_t of the `hint` layout: the lower bound low_t up to the horizon, 0 after it (UFT gives no hint
-    past T_hint; SPEC §10)."""
+    past T_hint; docs/method.md §10)."""
     return low_bound(step, cfg, horizon) if step <= horizon else 0.0
 
 

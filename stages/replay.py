@@ -1,4 +1,4 @@
-"""replay: ReLIFT's buffer of prompts the policy failed on, released as SFT rows (SPEC §10).
+"""replay: ReLIFT's buffer of prompts the policy failed on, released as SFT rows (docs/method.md §10).
 
 After every RL step, each prompt whose on-policy samples all scored 0 (0 of N) joins a first-in
 first-out buffer together with its demonstration; when, after a step, the buffer holds at least

@@ -1,4 +1,4 @@
-"""reward: score every response (prefix + continuation) with the 0/1 math verifier (SPEC §4).
+"""reward: score every response (prefix + continuation) with the 0/1 math verifier (docs/method.md §4).
 
 Input: the generate dataset. Output adds response_text, extracted_answer, reward and reward_status
 (ok / no_answer / timeout / error). Grading runs in worker processes with a hard time limit.

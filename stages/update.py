@@ -1,4 +1,4 @@
-"""update: one optimisation step on the step's scored trajectories (SPEC §2-§6, §9-§10).
+"""update: one optimisation step on the step's scored trajectories (docs/method.md §2-§6, §9-§10).
 
 RL phase, each part timed: `advantages` (Dr. GRPO per group), `collate` (sequences -> micro-batches;
 a UFT hint is moved from the prompt into the demonstration tokens), `logprobs` (pre-update log-probs
@@ -77,7 +77,7 @@ def run(ds: Dataset | None, cfg: UpdateConfig, objective: ObjectiveConfig, ctx: 
 
 def rl_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig,
              ctx: UpdateContext) -> tuple[Dataset, dict[str, float]]:
-    """Advantages, pre-update log-probs, PPO mini-batches (SPEC §2-§6)."""
+    """Advantages, pre-update log-probs, PPO mini-batches (docs/method.md §2-§6)."""
     accelerator, seed, step = ctx.accelerator, ctx.seed, ctx.step
     timings, t0 = {}, time.perf_counter()
     torch.manual_seed(derive_seed(seed, step, "update"))
@@ -126,7 +126,7 @@ def sft_phase(ds: Dataset, cfg: UpdateConfig, objective: ObjectiveConfig, ctx: U
               lr: float) -> tuple[Dataset, dict[str, float]]:
     """One optimizer step on whole demonstrations: NLL summed over every demonstration token of the
     batch and divided by their count across all micro-batches and ranks, so gradient accumulation over
-    m micro-batches equals one big batch (SPEC §9 caveat)."""
+    m micro-batches equals one big batch (docs/method.md §9 caveat)."""
     t = time.perf_counter()
     sft_objective = dataclasses.replace(objective, prefix_loss="nll", nll_coef=1.0, entropy_coef=0.0)
     zeros = torch.zeros(len(ds))

@@ -51,7 +51,7 @@ def separate_old_pass(cfg: UpdateConfig, step_gate: bool) -> bool:
 
 @torch.no_grad()
 def old_logprobs(model: Any, plan: Plan, cfg: UpdateConfig, temperature: float) -> None:
-    """Pre-update log-probs and entropies of every micro-batch (the PPO reference, SPEC §2)."""
+    """Pre-update log-probs and entropies of every micro-batch (the PPO reference, docs/method.md §2)."""
     was_training = model.training
     model.eval()
     for micro in plan.minis:
@@ -63,7 +63,7 @@ def old_logprobs(model: Any, plan: Plan, cfg: UpdateConfig, temperature: float) 
 
 
 def step_scope_gate(plan: Plan, objective: ObjectiveConfig, accelerator: Any, generator: torch.Generator) -> None:
-    """Gate over every prefix token of the step, ranked by pre-update entropy (SPEC Q2 option)."""
+    """Gate over every prefix token of the step, ranked by pre-update entropy (docs/method.md Q2 option)."""
     from accelerate.utils import gather_object
 
     local = []
@@ -97,7 +97,7 @@ def micro_loss(model: Any, mb: MicroBatch, objective: ObjectiveConfig, cfg: Upda
     keep = mb.keep if mb.keep is not None else (
         entropy_gate(entropy, prefix, objective.gate, objective.keep_ratio, generator) if gated
         else torch.ones_like(prefix))  # [b, T]
-    adv = torch.where(keep, mb.adv, torch.zeros_like(mb.adv))  # gated advantage (SPEC §5)
+    adv = torch.where(keep, mb.adv, torch.zeros_like(mb.adv))  # gated advantage (docs/method.md §5)
     pg_mask = cont | (prefix & (gated and objective.gate != "none"))  # [b, T]
     zero = logp.new_zeros(())
     pg, clipped = zero, torch.zeros_like(prefix)

@@ -1,4 +1,4 @@
-"""The baselines' formulas and layouts against hand-computed values (SPEC §2-§6, §9, §10), and the
+"""The baselines' formulas and layouts against hand-computed values (docs/method.md §2-§6, §9, §10), and the
 equivalences that pin the relations between methods. The arithmetic is in the comments."""
 
 import math
@@ -19,7 +19,7 @@ def t(x):
     return torch.tensor(x, dtype=torch.float32)
 
 
-# ---------------------------------------------------------------- LUFFY policy shaping (SPEC §10)
+# ---------------------------------------------------------------- LUFFY policy shaping (docs/method.md §10)
 
 def test_shaped_loss_hand_values():
     # p = 0.5, gamma = 0.1, A = 1: l = -0.5 / 0.6 = -0.833333
@@ -51,7 +51,7 @@ def test_shaped_gradient_on_a_one_token_demo_wrt_logits(gamma):
         assert z.grad.abs().max() < 1e-4
 
 
-# ---------------------------------------------------------------- NLL / SFT (SPEC §2 SFT row, §9 caveat)
+# ---------------------------------------------------------------- NLL / SFT (docs/method.md §2 SFT row, §9 caveat)
 
 def test_nll_is_token_level_over_the_whole_batch():
     # two micro-batches: 3 tokens with logp -1 each, 1 token with logp -5; global count 4
@@ -180,7 +180,7 @@ def test_nll_prefix_loss_adds_weighted_demo_nll():
     assert s1["kept_prefix_tokens"] == s1["prefix_tokens"] == 12  # 2 hybrids x 6 tokens, never gated
 
 
-# ---------------------------------------------------------------- prefix layouts (SPEC §3, §10)
+# ---------------------------------------------------------------- prefix layouts (docs/method.md §3, §10)
 
 def _curated(n=3, demo_len=20):
     return S.make_dataset({
@@ -243,7 +243,7 @@ def test_update_moves_the_hint_from_the_prompt_to_the_demonstration_tokens():
     assert prompts == [[1, 2, 3], [1, 2]] and demo == [[100, 101], [5]] and comp == [[9], [8]]
 
 
-# ---------------------------------------------------------------- ReLIFT buffer (SPEC §10)
+# ---------------------------------------------------------------- ReLIFT buffer (docs/method.md §10)
 
 def test_failed_prompts_are_zero_of_n_on_policy():
     # group 0: on-policy 0, 0 and a correct hybrid -> failed (hybrids do not count);

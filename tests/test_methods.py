@@ -102,12 +102,12 @@ def test_real_model_recipe_loads_validates_and_resolves_offline(name):
     # the fast variant (the embedded micro model) validates too
     assert load_config(name, FAST).model.name_or_path == "embedded:micro"
     if cfg.sft.mode in ("off", "replay"):
-        assert cfg.generate.max_response_tokens == 8192 and cfg.data.max_prompt_tokens == 1024  # SPEC §7
+        assert cfg.generate.max_response_tokens == 8192 and cfg.data.max_prompt_tokens == 1024  # docs/method.md §7
 
 
 def test_qwen_math_7b_has_the_spec_7_hyper_parameters():
     c = load_config("qwen2.5-math-7b")
-    # SPEC §7 table: context patch, 128 x 8 with 1 hybrid, cosine 0.95 -> 0.05 / 0.95, top 20 %, eps 0.2,
+    # docs/method.md §7 table: context patch, 128 x 8 with 1 hybrid, cosine 0.95 -> 0.05 / 0.95, top 20 %, eps 0.2,
     # dual-clip 3, entropy 0.001, lr 1e-6, wd 0.01, grad clip 1, 2 PPO mini-batches, 500 steps
     assert (c.model.rope_theta, c.model.max_position_embeddings) == (40000, 16384)
     assert (c.prefixes.prompts_per_step, c.prefixes.samples_per_prompt, c.prefixes.hybrids_per_prompt) == (128, 8, 1)

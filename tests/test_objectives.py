@@ -1,4 +1,4 @@
-"""Hand-computed checks of the objective (SPEC §2, §4, §5, §6); the arithmetic is in the comments."""
+"""Hand-computed checks of the objective (docs/method.md §2, §4, §5, §6); the arithmetic is in the comments."""
 
 import math
 
@@ -33,7 +33,7 @@ def test_group_advantages_singleton_group_has_zero_baseline():
 
 def test_group_advantages_exclude_hybrid_reference_variant():
     # on-policy mean = (1+0+0)/3 = 1/3; on-policy A = [2/3, -1/3, -1/3];
-    # hybrid prefix A = 1 - 1/3 = 2/3; hybrid continuation is uncentred: 1 - 0 = 1 (SPEC §4 dr_grpo_prefix)
+    # hybrid prefix A = 1 - 1/3 = 2/3; hybrid continuation is uncentred: 1 - 0 = 1 (docs/method.md §4 dr_grpo_prefix)
     adv, cont = group_advantages(t([1, 0, 0, 1]), t([0, 0, 0, 0], torch.long), t([0, 0, 0, 1], torch.bool),
                                  mode="exclude_hybrid")
     assert adv.tolist() == pytest.approx([2 / 3, -1 / 3, -1 / 3, 2 / 3])
@@ -137,7 +137,7 @@ def test_ppo_clip_loss_clip_mask_leaves_tokens_unclipped():
 
 
 def test_ppo_gradient_at_ratio_one_is_advantage_weighted_nll():
-    # at r = 1 (first mini-batch) d l / d logp = -A: the prefix gradient is A * grad log pi (SPEC §2)
+    # at r = 1 (first mini-batch) d l / d logp = -A: the prefix gradient is A * grad log pi (docs/method.md §2)
     logp = torch.zeros(3, requires_grad=True)
     loss, _ = ppo_clip_loss(logp, torch.zeros(3), t([0.5, -2.0, 0.0]))
     loss.sum().backward()

@@ -9,7 +9,7 @@ Lifecycle around a training step (the orchestrator, `pipeline.run`): `release()`
 prefix cache), and `shutdown()` at the end of the run. Engines that share the trainer's module
 (transformers) make all of these no-ops.
 
-A request is a rendered prompt plus an optional forced prefix (a cut of the demonstration, SPEC §3
+A request is a rendered prompt plus an optional forced prefix (a cut of the demonstration, docs/method.md §3
 "Ours": concatenated in token space). The engine continues after the prefix for at most
 `max_new_tokens` tokens; the returned ids and log-probs cover the continuation only.
 """

@@ -17,17 +17,17 @@ class EvalConfig:
     at_end: bool = True
     """Evaluate the final checkpoint."""
     protocol: Literal["paper", "luffy"] = "paper"
-    """`paper`: problem + instruction, no system turn, on the suites' own data (SPEC §8); `luffy`: LUFFY's
+    """`paper`: problem + instruction, no system turn, on the suites' own data (docs/method.md §8); `luffy`: LUFFY's
     valid.all parquet as it is (its system prompt, AIME/AMC rows x32). See evaluation/suites.py."""
     samples_per_problem: int = 0
     """Samples per problem (avg@k, pass@k up to k); 0 means the protocol's count: 32 on AIME24, AIME25
-    and AMC, 1 elsewhere (SPEC §8)."""
+    and AMC, 1 elsewhere (docs/method.md §8)."""
     temperature: float = 0.6
-    """Evaluation sampling temperature (SPEC §8)."""
+    """Evaluation sampling temperature (docs/method.md §8)."""
     top_p: float = 0.95
-    """Evaluation nucleus threshold (SPEC §8, Q5)."""
+    """Evaluation nucleus threshold (docs/method.md §8, Q5)."""
     max_new_tokens: int = 8192
-    """Generation budget per problem (SPEC §8)."""
+    """Generation budget per problem (docs/method.md §8)."""
     max_problems: int = 0
     """Problems per suite; 0 means all."""
     seed: int = 1234

@@ -21,12 +21,12 @@ class ModelConfig:
     """transformers attention implementation (`sdpa`, `eager`, `flash_attention_2`)."""
     rope_theta: float | None = None
     """Override the checkpoint's RoPE base at load; the patched config is saved with every checkpoint.
-    SPEC §7: Qwen2.5-Math ships 4096 positions with theta 10000; its recipes use 40000 (LUFFY#9)."""
+    docs/method.md §7: Qwen2.5-Math ships 4096 positions with theta 10000; its recipes use 40000 (LUFFY#9)."""
     max_position_embeddings: int | None = None
-    """Override the checkpoint's position limit at load (SPEC §7: 16384 for Qwen2.5-Math)."""
+    """Override the checkpoint's position limit at load (docs/method.md §7: 16384 for Qwen2.5-Math)."""
     chat_template_from: str | None = None
     """Take the chat template of this tokenizer (hub id or local path) instead of the policy's own:
-    Llama-3.1-8B (base) ships none, and the reference uses Llama-3.1-8B-Instruct's (SPEC §7)."""
+    Llama-3.1-8B (base) ships none, and the reference uses Llama-3.1-8B-Instruct's (docs/method.md §7)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.name_or_path.strip()), "model.name_or_path", "must not be empty")
@@ -46,10 +46,10 @@ class DataConfig:
     seed: int = 0
     """Seed of the per-source `weight` samples and of `prompt_fraction`."""
     prompt_fraction: float = 1.0
-    """Fraction of the curated prompts kept (seeded sample after all filters; data-volume ablation, SPEC Q10)."""
+    """Fraction of the curated prompts kept (seeded sample after all filters; data-volume ablation, docs/method.md Q10)."""
     demo_fraction: float = 1.0
     """Fraction of the curated prompts that keep their demonstration (seeded); the others keep the prompt
-    with an empty demonstration and get no hybrid slot (RFT only). Data-volume ablation, SPEC Q10."""
+    with an empty demonstration and get no hybrid slot (RFT only). Data-volume ablation, docs/method.md Q10."""
     dedup: bool = True
     """Drop exact and near-exact duplicate problems (normalised text; the first occurrence is kept)."""
     decontaminate: list[str] = field(default_factory=lambda: ["math", "general"])
@@ -68,9 +68,9 @@ class DataConfig:
     toy_seed: int = 0
     """Seed of the toy training problems (the held-out split is fixed and disjoint by construction)."""
     instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
-    """Appended to the problem on a new line to form the user turn (SPEC §7, Q7)."""
+    """Appended to the problem on a new line to form the user turn (docs/method.md §7, Q7)."""
     system_prompt: str | None = None
-    """System turn; none by default, as in the reference code (SPEC §7)."""
+    """System turn; none by default, as in the reference code (docs/method.md §7)."""
     max_prompt_tokens: int = 1024
     """Rows whose rendered prompt is longer (policy tokenizer) are dropped."""
     max_demo_tokens: int = 8192

@@ -11,34 +11,34 @@ from pipeline.config.checks import _check, _in_range
 @dataclass
 class PrefixConfig:
     prompts_per_step: int = 128
-    """Prompts drawn per training step (B). SPEC §7 / Q4: 128."""
+    """Prompts drawn per training step (B). docs/method.md §7 / Q4: 128."""
     samples_per_prompt: int = 8
-    """Group size N: trajectories per prompt, hybrids included (SPEC §1, §3)."""
+    """Group size N: trajectories per prompt, hybrids included (docs/method.md §1, §3)."""
     hybrids_per_prompt: int = 1
-    """k: how many of the N trajectories start from a demonstration prefix (SPEC §3). 0 gives RFT."""
+    """k: how many of the N trajectories start from a demonstration prefix (docs/method.md §3). 0 gives RFT."""
     schedule: Literal["cosine", "uniform", "linear", "fixed"] = "cosine"
-    """Lower bound of the prefix ratio over training (SPEC §3; `uniform` is Q9: l ~ U(low_end, high))."""
+    """Lower bound of the prefix ratio over training (docs/method.md §3; `uniform` is Q9: l ~ U(low_end, high))."""
     low_start: float = 0.95
-    """Lower bound of l at step 0 (SPEC §3)."""
+    """Lower bound of l at step 0 (docs/method.md §3)."""
     low_end: float = 0.05
-    """Lower bound of l at the horizon (SPEC §3)."""
+    """Lower bound of l at the horizon (docs/method.md §3)."""
     high: float = 0.95
-    """Upper bound of l, constant (SPEC §3)."""
+    """Upper bound of l, constant (docs/method.md §3)."""
     horizon_steps: int = 0
-    """Schedule horizon T in steps; 0 means the run's total steps (SPEC §3)."""
+    """Schedule horizon T in steps; 0 means the run's total steps (docs/method.md §3)."""
     warmup_steps: int = 0
-    """Steps the lower bound stays at `low_start` before decaying (SPEC §3)."""
+    """Steps the lower bound stays at `low_start` before decaying (docs/method.md §3)."""
     min_prefix_tokens: int = 1
-    """L = max(L, min_prefix_tokens) before the |y*|-1 cap (SPEC §3)."""
+    """L = max(L, min_prefix_tokens) before the |y*|-1 cap (docs/method.md §3)."""
     layout: Literal["partial", "full", "hint"] = "partial"
     """What the k demonstration slots hold. `partial`: y*[:L] with l ~ U(low_t, high), continued by the
-    policy (Prefix-RFT, SPEC §3); `full`: the whole y* and its end-of-turn, nothing generated (LUFFY's
-    off-policy member, SPEC §10); `hint`: one hint per group, y* cut at a chunk boundary, placed in the
-    prompt (UFT, SPEC §10): each of `hint_chunks` chunks is kept with probability low_t, none after
+    policy (Prefix-RFT, docs/method.md §3); `full`: the whole y* and its end-of-turn, nothing generated (LUFFY's
+    off-policy member, docs/method.md §10); `hint`: one hint per group, y* cut at a chunk boundary, placed in the
+    prompt (UFT, docs/method.md §10): each of `hint_chunks` chunks is kept with probability low_t, none after
     the horizon."""
     hint_chunks: int = 5
     """`hint` layout: y* is split into min(hint_chunks, |y*|) chunks; Binomial(chunks, low_t) of them
-    form the hint (UFT, SPEC §10)."""
+    form the hint (UFT, docs/method.md §10)."""
 
     def __post_init__(self) -> None:
         _in_range(self.prompts_per_step, "prefixes.prompts_per_step", 1)
@@ -62,13 +62,13 @@ class GenerateConfig:
     (an in-process `sgl.Engine` colocated with the trainer; needs `pip install -e .[sglang]`) or
     `sglang_server` (running SGLang servers over HTTP; sglang is not imported)."""
     temperature: float = 1.0
-    """Sampling temperature for rollouts (SPEC §7: 1.0)."""
+    """Sampling temperature for rollouts (docs/method.md §7: 1.0)."""
     top_p: float = 1.0
-    """Nucleus sampling threshold (SPEC §7: 1.0)."""
+    """Nucleus sampling threshold (docs/method.md §7: 1.0)."""
     top_k: int = 0
     """Top-k sampling; 0 disables it."""
     max_response_tokens: int = 8192
-    """L_max: cap on prefix + continuation tokens, and the loss normaliser (SPEC §3, §6)."""
+    """L_max: cap on prefix + continuation tokens, and the loss normaliser (docs/method.md §3, §6)."""
     batch_size: int = 256
     """Sequences decoded together by the transformers backend."""
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -115,7 +115,7 @@ class GenerateConfig:
 @dataclass
 class RewardConfig:
     grade_after_think: bool = True
-    """Grade only the text after the last `</think>` when present (SPEC §4, Q8)."""
+    """Grade only the text after the last `</think>` when present (docs/method.md §4, Q8)."""
     timeout_s: float = 5.0
     """Hard wall-clock limit per completion; a worker past it is killed and the item scores 0."""
     num_workers: int = 0

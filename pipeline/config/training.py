@@ -11,42 +11,42 @@ from pipeline.config.checks import _check, _in_range
 @dataclass
 class ObjectiveConfig:
     advantage: Literal["group", "exclude_hybrid"] = "group"
-    """`group`: Dr. GRPO over all N, hybrid included (SPEC §4, Q1 default); `exclude_hybrid`: baseline
+    """`group`: Dr. GRPO over all N, hybrid included (docs/method.md §4, Q1 default); `exclude_hybrid`: baseline
     from the on-policy members only."""
     std_scale: bool = False
-    """Divide advantages by the group std (off in Dr. GRPO, SPEC §4)."""
+    """Divide advantages by the group std (off in Dr. GRPO, docs/method.md §4)."""
     prefix_loss: Literal["pg", "shaped", "nll"] = "pg"
     """Loss on demonstration tokens. `pg`: the clipped PPO term with the trajectory's advantage, like
-    generated tokens (Prefix-RFT, SPEC §2); `shaped`: -A p/(p + shaping_gamma), no ratio, no clip
-    (LUFFY policy shaping, SPEC §10); `nll`: nll_coef x token-mean negative log-likelihood (SFT term of
+    generated tokens (Prefix-RFT, docs/method.md §2); `shaped`: -A p/(p + shaping_gamma), no ratio, no clip
+    (LUFFY policy shaping, docs/method.md §10); `nll`: nll_coef x token-mean negative log-likelihood (SFT term of
     RL-with-SFT-loss, UFT's hint loss, SFT steps)."""
     nll_coef: float = 1.0
-    """`nll`: weight of the demonstration NLL (LUFFY's RL w/ SFT loss: 1.0; UFT's beta: 0.001; SPEC §10)."""
+    """`nll`: weight of the demonstration NLL (LUFFY's RL w/ SFT loss: 1.0; UFT's beta: 0.001; docs/method.md §10)."""
     shaping_gamma: float = 0.1
-    """`shaped`: gamma of f(p) = p/(p + gamma) (LUFFY: 0.1, SPEC §10)."""
+    """`shaped`: gamma of f(p) = p/(p + gamma) (LUFFY: 0.1, docs/method.md §10)."""
     gate: Literal["top", "bottom", "random", "all", "none"] = "top"
-    """Entropy gate on prefix tokens under `pg`/`shaped` (SPEC §5): keep the advantage of the highest-
+    """Entropy gate on prefix tokens under `pg`/`shaped` (docs/method.md §5): keep the advantage of the highest-
     (`top`), lowest- (`bottom`) or random-entropy fraction; `all` keeps every prefix token; `none`
     drops prefix tokens from the loss. `nll` tokens are never gated."""
     keep_ratio: float = 0.2
-    """Fraction of prefix tokens that keep their advantage under top/bottom/random (SPEC §5: 0.2)."""
+    """Fraction of prefix tokens that keep their advantage under top/bottom/random (docs/method.md §5: 0.2)."""
     gate_scope: Literal["micro_batch", "step"] = "micro_batch"
     """Pool ranked by the gate: each micro-batch with current-policy entropy (reference), or the whole
-    step with pre-update entropy (SPEC Q2)."""
+    step with pre-update entropy (docs/method.md Q2)."""
     clip_low: float = 0.2
-    """PPO ε below 1 (SPEC §2, §7)."""
+    """PPO ε below 1 (docs/method.md §2, §7)."""
     clip_high: float = 0.2
-    """PPO ε above 1 (SPEC §2, §7)."""
+    """PPO ε above 1 (docs/method.md §2, §7)."""
     dual_clip: float = 3.0
-    """Dual-clip c for negative advantages; 0 disables (SPEC §2)."""
+    """Dual-clip c for negative advantages; 0 disables (docs/method.md §2)."""
     clip_prefix: bool = True
-    """Clip prefix tokens with the same ε (`enable_clip`, SPEC §2); off leaves them unclipped."""
+    """Clip prefix tokens with the same ε (`enable_clip`, docs/method.md §2); off leaves them unclipped."""
     clip_continuation: bool = True
-    """Clip generated tokens; off gives -A r unclipped (LUFFY/ReLIFT `loss_remove_clip`, SPEC §10)."""
+    """Clip generated tokens; off gives -A r unclipped (LUFFY/ReLIFT `loss_remove_clip`, docs/method.md §10)."""
     entropy_coef: float = 0.001
-    """Entropy bonus on continuation tokens only (SPEC §6, Q6)."""
+    """Entropy bonus on continuation tokens only (docs/method.md §6, Q6)."""
     loss_agg: Literal["constant", "token_mean"] = "constant"
-    """`constant`: token sum / (sequences · L_max), the Dr. GRPO normaliser (SPEC §6, Q3);
+    """`constant`: token sum / (sequences · L_max), the Dr. GRPO normaliser (docs/method.md §6, Q3);
     `token_mean`: token sum / loss-bearing tokens."""
 
     def __post_init__(self) -> None:
@@ -83,26 +83,26 @@ class LoraConfig:
 @dataclass
 class UpdateConfig:
     lr: float = 1e-6
-    """AdamW learning rate, constant after warm-up (SPEC §6)."""
+    """AdamW learning rate, constant after warm-up (docs/method.md §6)."""
     warmup_steps: int = 0
     """Linear learning-rate warm-up in optimizer steps."""
     weight_decay: float = 0.01
-    """AdamW weight decay (SPEC §6)."""
+    """AdamW weight decay (docs/method.md §6)."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     """AdamW betas."""
     eps: float = 1e-8
     """AdamW epsilon. RL gradients on tiny models are small and sparse; a larger epsilon keeps Adam from
     scaling pure noise up to full-size steps."""
     max_grad_norm: float = 1.0
-    """Gradient-norm clip; 0 disables (SPEC §6)."""
+    """Gradient-norm clip; 0 disables (docs/method.md §6)."""
     mini_batches: int = 1
-    """PPO mini-batches per step; later ones are off-policy (SPEC §6)."""
+    """PPO mini-batches per step; later ones are off-policy (docs/method.md §6)."""
     micro_batch_size: int = 8
     """Sequences per forward/backward pass (gradient accumulation inside a mini-batch)."""
     micro_batch_tokens: int = 0
     """Token budget per forward/backward pass (sequences x longest length, padding included); 0 uses
     `micro_batch_size`. Sequences are sorted by length and binned, so short ones share no padding
-    with long ones; the loss is unchanged except for the per-micro-batch entropy gate (SPEC Q2)."""
+    with long ones; the loss is unchanged except for the per-micro-batch entropy gate (docs/method.md Q2)."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Compute dtype of the update (bf16 = autocast; weights, optimizer and log-probs stay fp32)."""
     logprob_chunk_tokens: int = 1024
@@ -134,21 +134,21 @@ class UpdateConfig:
 @dataclass
 class SFTConfig:
     mode: Literal["off", "only", "then_rl", "replay"] = "off"
-    """Supervised steps (SPEC §9-§10). `off`: every step is RL; `only`: every step is SFT on the
+    """Supervised steps (docs/method.md §9-§10). `off`: every step is RL; `only`: every step is SFT on the
     demonstrations (the SFT baseline); `then_rl`: steps 1..`sft.steps` are SFT, the rest RL, with a
     fresh optimizer at the switch (SFT -> RFT); `replay`: RL every step, plus an SFT step whenever
     `sft.buffer_size` prompts the policy failed on (0 of N) have been buffered (ReLIFT)."""
     lr: float = 1e-5
-    """Learning rate of SFT steps (`update.lr` is that of RL steps; SPEC §9-§10)."""
+    """Learning rate of SFT steps (`update.lr` is that of RL steps; docs/method.md §9-§10)."""
     warmup_steps: int = 0
-    """SFT learning rate rises linearly over the first `warmup_steps` training steps, then stays (SPEC §9)."""
+    """SFT learning rate rises linearly over the first `warmup_steps` training steps, then stays (docs/method.md §9)."""
     batch_size: int = 0
     """Demonstrations per SFT step under `only` / `then_rl` (the global batch the token-level loss is
-    averaged over, SPEC §9 caveat); 0 means `prefixes.prompts_per_step`."""
+    averaged over, docs/method.md §9 caveat); 0 means `prefixes.prompts_per_step`."""
     steps: int = 0
-    """`then_rl`: how many steps the SFT phase lasts (SPEC §9 SFT -> RFT)."""
+    """`then_rl`: how many steps the SFT phase lasts (docs/method.md §9 SFT -> RFT)."""
     buffer_size: int = 128
-    """`replay`: failed prompts per SFT step (ReLIFT, SPEC §10)."""
+    """`replay`: failed prompts per SFT step (ReLIFT, docs/method.md §10)."""
 
     def __post_init__(self) -> None:
         _in_range(self.lr, "sft.lr", 0.0)
@@ -161,7 +161,7 @@ class SFTConfig:
 @dataclass
 class TrainConfig:
     total_steps: int = 500
-    """Training steps (SPEC §7: 500)."""
+    """Training steps (docs/method.md §7: 500)."""
     seed: int = 0
     """Run seed; every stage derives its own stream from (seed, step, stage)."""
     save_every: int = 50

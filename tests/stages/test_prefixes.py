@@ -77,7 +77,7 @@ def test_run_schema_slots_and_prefixes():
         if r[S.IS_HYBRID]:
             assert low <= r[S.PREFIX_RATIO_DRAWN] <= 0.95
             assert r[S.PREFIX_LEN] == prefixes.prefix_length(r[S.PREFIX_RATIO_DRAWN], len(demo), 1, 64)
-            assert r[S.PREFIX_IDS] == demo[:r[S.PREFIX_LEN]]  # token-space cut (SPEC Q11)
+            assert r[S.PREFIX_IDS] == demo[:r[S.PREFIX_LEN]]  # token-space cut (docs/method.md Q11)
             assert r[S.PREFIX_RATIO] == pytest.approx(r[S.PREFIX_LEN] / len(demo))
         else:
             assert r[S.PREFIX_IDS] == [] and r[S.PREFIX_LEN] == 0

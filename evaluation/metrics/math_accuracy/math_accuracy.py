@@ -7,7 +7,7 @@ reference answer with math-verify, in worker processes with a hard time limit (`
     # {'accuracy': 1.0, 'stderr': 0.0, 'no_answer_rate': 0.0}
 
 `stderr` is the standard error of the mean over completions (ddof 1). This is the grader of the math
-suites of `python -m evaluation.run` and of the training reward (SPEC §4, §8).
+suites of `python -m evaluation.run` and of the training reward (docs/method.md §4, §8).
 """
 
 import math
