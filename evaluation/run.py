@@ -14,7 +14,7 @@ plots. With several checkpoints (comma-separated, or a run directory) each gets 
 gets the table over checkpoints and `accuracy_over_steps.png`.
 
     python -m evaluation.run --model runs/qs/checkpoints/step-000050 --suites toy --output-dir runs/qs/eval/manual
-    python -m evaluation.run --model oracle --suites math,general,toy --data-dir ../shared/data --output-dir /tmp/oracle
+    python -m evaluation.run --model oracle --suites math,general,toy --data-dir data --output-dir runs/oracle
     python -m evaluation.run --model Qwen/Qwen2.5-Math-7B --suites math --output-dir eval/q7 eval.protocol=luffy
     python -m evaluation.run --model runs/qs --suites toy --output-dir runs/qs/eval/all   # every checkpoint
 """
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    "comma-separated, or a run directory (all its checkpoints)")
     ap.add_argument("--suites", default="toy", help="comma-separated suite or group names (math, general)")
     ap.add_argument("--output-dir", required=True)
-    ap.add_argument("--data-dir", default=None, help="local copies of the suites (e.g. ../shared/data)")
+    ap.add_argument("--data-dir", default=None, help="local copies of the suites (e.g. data)")
     ap.add_argument("--trust-remote-code", action="store_true")
     ap.add_argument("overrides", nargs="*", help="eval.field=value")
     args = ap.parse_args(argv)

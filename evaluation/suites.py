@@ -18,7 +18,7 @@ Groups: `math` = the six benchmarks of the paper's headline (aime24, aime25, amc
 olympiadbench); `general` = arc_c, gpqa_diamond, mmlu_pro. `amc23` is the 40-problem AMC 2023 set, not
 the 83-problem AMC 2022+2023 set the paper reports as "AMC".
 
-Local files are found as `<data-dir>/eval/<file>` or `<data-dir>/<file>` (the layout of ../shared/data);
+Local files are found as `<data-dir>/eval/<file>` or `<data-dir>/<file>` (the layout of data);
 each adapter recognises the raw layout and LUFFY's verl layout (`prompt` messages + `reward_model`).
 OlympiadBench multi-answer rows keep the whole comma-separated list as one reference (math-verify
 compares it as a set, order-free). GPQA rows from the raw hub set get their options shuffled with a

@@ -2,8 +2,8 @@
 
 A source (`data.sources`, used when `data.source: files`) is a mapping of strings:
 
-    - {path: ../shared/data/train/math_train.jsonl, format: math}
-    - {path: ../shared/data/train/gsm8k_train.jsonl, format: gsm8k, weight: "0.5"}
+    - {path: data/train/math_train.jsonl, format: math}
+    - {path: data/train/gsm8k_train.jsonl, format: gsm8k, weight: "0.5"}
     - {path: hub:Elliott/Openr1-Math-46k-8192, format: openr1}
     - {path: my.parquet, format: columns, problem: question, demonstration: response, answer: gt}
 

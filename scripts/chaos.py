@@ -1,7 +1,7 @@
 """Chaos test of exact resume: K trials, each SIGKILLs the training command at a random moment,
 re-runs it to the end, and compares with one uninterrupted run. Prints one JSON line.
 
-    python scripts/chaos.py --trials 20 [--seed 0] [--work-dir /tmp/chaos]
+    python scripts/chaos.py --trials 20 [--seed 0] [--work-dir runs/chaos]
 
 A trial passes when the final weights, the metrics (less wall-clock fields) and every stage's Arrow
 data equal the reference byte for byte; `corrupt` counts folders left half-written after the resume.

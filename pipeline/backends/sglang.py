@@ -6,7 +6,7 @@ The only module of the project that imports sglang, and only when this backend i
 Lifecycle (driven by `pipeline.run` through the `RolloutBackend` protocol):
 - boot: `sgl.Engine(model_path=<starting checkpoint>, skip_tokenizer_init=True, random_seed=<from the run
   seed>, **generate.engine_args)`; on a CUDA machine with `enable_memory_saver` (default there) so release
-  really frees memory, on `base_gpu_id` = this process's device; on a CPU the defaults of SGLANG.md §2
+  really frees memory, on `base_gpu_id` = this process's device; on a CPU the CPU defaults of `sglang_protocol.py`
   (`SGLANG_USE_CPU_ENGINE=1`, torch_native attention, no CUDA graphs). `tp_size`, `dp_size` and every
   other ServerArgs field pass through `engine_args` unchanged.
 - `release()` before the update: `release_memory_occupation()` (KV cache, weights, CUDA graphs; the

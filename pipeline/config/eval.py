@@ -33,7 +33,7 @@ class EvalConfig:
     seed: int = 1234
     """Evaluation sampling seed."""
     data_dir: str | None = None
-    """Local copies of the evaluation suites (e.g. ../shared/data); default: hub ids."""
+    """Local copies of the evaluation suites (e.g. data); default: hub ids."""
     batch_size: int = 256
     """Sequences decoded together by the transformers backend during evaluation."""
     precision: Literal["fp32", "bf16"] = "fp32"

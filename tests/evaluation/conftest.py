@@ -1,4 +1,4 @@
-"""Small fixture copies of every suite, in the layouts of ../shared/data (built in a tmp dir)."""
+"""Small fixture copies of every suite, in the layouts of data (built in a tmp dir)."""
 
 from __future__ import annotations
 

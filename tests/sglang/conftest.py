@@ -1,4 +1,4 @@
-"""The SGLang conformance tier: the real `sgl.Engine` on CPU (SGLANG.md §2), opt-in.
+"""The SGLang conformance tier: the real `sgl.Engine` on CPU (docs/sglang.md, conformance tier), opt-in.
 
 Run it with `make test-sglang` (builds or reuses ./.venv-sglang with tests/sglang/install.sh). Outside that
 venv sglang is not installed and every test here is skipped, so the default suite never needs it.
@@ -19,7 +19,7 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-if not _has_cuda():  # before anything imports sglang (SGLANG.md §2 item 5); on a GPU the engine stays on CUDA
+if not _has_cuda():  # before anything imports sglang (a CPU engine must be selected before the import); on a GPU the engine stays on CUDA
     os.environ.setdefault("SGLANG_USE_CPU_ENGINE", "1")
 
 SKIP = pytest.mark.skipif(not is_sglang_available(), reason="needs the real SGLang engine: make test-sglang")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (or reuse) the SGLang conformance venv: the only way the real sgl.Engine runs on a CPU
-# (SGLANG.md §2). Not the project's [sglang] extra: that one is for GPU machines.
+# (docs/sglang.md, conformance tier). Not the project's [sglang] extra: that one is for GPU machines.
 #   bash tests/sglang/install.sh            # prints the venv path on its last line
 # Recipe: torch 2.13.0 CPU; sglang==0.5.23 with --no-deps; the dependency set in requirements.txt under
 # constraints.txt; prefix-rft editable; then a .pth file that puts tests/sglang/shims on sys.path and

@@ -1,4 +1,4 @@
-"""The colocated SGLang backend on a CUDA device: what the CPU tier cannot exercise (SGLANG.md §5).
+"""The colocated SGLang backend on a CUDA device: what the CPU tier cannot exercise (docs/sglang.md, "What has and has not run on a GPU").
 
 - `release()` really frees device memory (torch_memory_saver, `enable_memory_saver`, the CUDA default of
   `SGLangBackend`) and `sync_weights` takes it back;

@@ -2,7 +2,7 @@
 
 sglang 0.5.23 imports `torchvision.transforms` unconditionally on the engine's import path
 (sglang/srt/multimodal/internvl_utils.py), and PyPI's torchvision is CUDA-linked, so the CPU venv gets
-this meta-path finder instead (SGLANG.md §2 item 2). Any `torchvision[.x.y]` import yields an empty
+this meta-path finder instead. Any `torchvision[.x.y]` import yields an empty
 package whose attributes are placeholders that raise when used; text-only generation never uses them.
 It is installed by a .pth file, so the engine's spawned scheduler processes get it too. There is no
 distribution metadata, so transformers still reports torchvision as unavailable.

@@ -1,7 +1,7 @@
 """Test-only import shim: a stand-in `sgl_kernel` for the SGLang conformance venv (never the package).
 
 On CPU, sglang 0.5.23 imports a few ops from `sgl_kernel` at module level (`if _is_cpu: from
-sgl_kernel import ...`), but PyPI has no CPU kernel wheel (SGLANG.md §1, §2 item 3). Every name
+sgl_kernel import ...`), but PyPI has no CPU kernel wheel. Every name
 resolves to a function that raises NotImplementedError if called, except the one op the CPU memory
 pool calls, written here in plain torch. Dense Qwen2 generation calls none of the others: a call would
 fail loudly rather than compute something wrong.
