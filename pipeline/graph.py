@@ -22,7 +22,8 @@ class StageSpec:
     version: int  # the module's STAGE_VERSION
     config: Callable[[Any, int], tuple]  # (Config, step) -> the values of the config the output depends on
     inputs: Callable[[Any, int], tuple[str, ...]]  # (Config, step) -> stages whose outputs it reads
-    compute: Callable[[Any, int, dict[str, cache.StageRecord]], tuple[Any, dict]]  # (Run, step, inputs) -> (rows, stats)
+    # (Run, step, {input name: its record}) -> (rows, stats)
+    compute: Callable[[Any, int, dict[str, cache.StageRecord]], tuple[Any, dict]]
     policy: Literal["base", "previous"] | None = None  # base model (tokenizer), or the policy after step-1
     runs: Callable[[Any, int], bool] | None = None  # (Config, step) -> whether the step runs it; None: curate, once
     produces: tuple[str, ...] = ()  # columns its output must hold (checked before it is written)

@@ -9,16 +9,16 @@ formula in `pipeline/objectives.py`:
 - `sft.mode` (this module): whether a step is RL, SFT, or RL followed by an SFT step on replayed
   failures.
 
-| recipe          | sft.mode | layout  | prefix_loss | other settings                                          |
-|-----------------|----------|---------|-------------|---------------------------------------------------------|
-| quickstart      | off      | partial | pg          | Prefix-RFT: k=1, top-20% entropy gate (docs/method.md §2-§6)      |
-| rft             | off      | -       | -           | k=0: Dr. GRPO (docs/method.md §4)                                 |
-| sft             | only     | full    | nll         | token-level loss over the global batch (docs/method.md §9 caveat) |
-| sft-then-rft    | then_rl  | full/-  | nll/-       | SFT phase, fresh optimizer, then RFT                    |
-| rl-sft-loss     | off      | full    | nll         | advantage exclude_hybrid, unclipped (LUFFY's baseline)  |
-| luffy           | off      | full    | shaped      | gamma 0.1, gate all, unclipped on-policy tokens         |
-| uft             | off      | hint    | nll         | k=N, beta 0.001, hint horizon 0.6 T (docs/method.md §10)          |
-| relift          | replay   | -       | -           | k=0; SFT step per buffer of 0-of-N prompts (docs/method.md §10)   |
+| recipe       | sft.mode | layout  | prefix_loss | other settings (docs/method.md sections)               |
+|--------------|----------|---------|-------------|--------------------------------------------------------|
+| quickstart   | off      | partial | pg          | Prefix-RFT: k=1, top-20% entropy gate (§2-§6)          |
+| rft          | off      | -       | -           | k=0: Dr. GRPO (§4)                                     |
+| sft          | only     | full    | nll         | token-level loss over the global batch (§9 caveat)     |
+| sft-then-rft | then_rl  | full/-  | nll/-       | SFT phase, fresh optimizer, then RFT                   |
+| rl-sft-loss  | off      | full    | nll         | advantage exclude_hybrid, unclipped (LUFFY's baseline) |
+| luffy        | off      | full    | shaped      | gamma 0.1, gate all, unclipped on-policy tokens        |
+| uft          | off      | hint    | nll         | k=N, beta 0.001, hint horizon 0.6 T (§10)              |
+| relift       | replay   | -       | -           | k=0; SFT step per buffer of 0-of-N prompts (§10)       |
 
 The step's stages (each stage's `runs` in its SPEC; `stages.step_stages`): an RL step runs prefixes ->
 generate -> reward -> update (ReLIFT adds `replay` before the update); an SFT step runs prefixes ->

@@ -121,7 +121,7 @@ class Run:
         return out
 
     def stage_dir(self, stage: str, step: int = 0) -> Path:
-        return self.out / "curate" if stage == "curate" else self.out / "steps" / f"{step:06d}" / stage
+        return self.out / stage if not STAGES[stage].per_step else self.out / "steps" / f"{step:06d}" / stage
 
     def complete(self, stage: str, step: int = 0) -> bool:
         return cache.folder_status(self.stage_dir(stage, step), self.fp(stage, step)) == "complete"
@@ -169,7 +169,8 @@ class Run:
         t0 = time.perf_counter()
         ds, stats = None, {}
         if spec.collective or self.acc.is_main_process:
-            inputs = {name: self.require_input(name, spec.input_step(name, step)) for name in spec.inputs(self.cfg, step)}
+            inputs = {name: self.require_input(name, spec.input_step(name, step))
+                      for name in spec.inputs(self.cfg, step)}
             ds, stats = spec.compute(self, step, inputs)
         if self.acc.is_main_process:
             S.require_columns(ds, spec.produces, stage, "output")

@@ -19,7 +19,8 @@ from pipeline.config import load_config, resolve_recipe_path
 from stages import curate as curate_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ([ROOT / "README.md"] + sorted((ROOT / "docs").rglob("*.md")) + sorted((ROOT / "pipeline/recipes").glob("*.yaml"))
+SOURCES = ([ROOT / "README.md"] + sorted((ROOT / "docs").rglob("*.md"))
+           + sorted((ROOT / "pipeline/recipes").glob("*.yaml"))
            + sorted(p for d in ("pipeline", "stages", "evaluation") for p in (ROOT / d).rglob("*.py")))
 MAINS = {"pipeline.train": train_cli.main, "pipeline.stage": stage_cli.main, "evaluation.run": eval_cli.main,
          "stages.curate": curate_cli.main, "pipeline.config": config_cli.main}

@@ -46,7 +46,8 @@ class DataConfig:
     seed: int = 0
     """Seed of the per-source `weight` samples and of `prompt_fraction`."""
     prompt_fraction: float = 1.0
-    """Fraction of the curated prompts kept (seeded sample after all filters; data-volume ablation, docs/method.md Q10)."""
+    """Fraction of the curated prompts kept (seeded sample after all filters; data-volume ablation,
+    docs/method.md Q10)."""
     demo_fraction: float = 1.0
     """Fraction of the curated prompts that keep their demonstration (seeded); the others keep the prompt
     with an empty demonstration and get no hybrid slot (RFT only). Data-volume ablation, docs/method.md Q10."""

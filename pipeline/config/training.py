@@ -141,7 +141,8 @@ class SFTConfig:
     lr: float = 1e-5
     """Learning rate of SFT steps (`update.lr` is that of RL steps; docs/method.md §9-§10)."""
     warmup_steps: int = 0
-    """SFT learning rate rises linearly over the first `warmup_steps` training steps, then stays (docs/method.md §9)."""
+    """SFT learning rate rises linearly over the first `warmup_steps` training steps, then stays
+    (docs/method.md §9)."""
     batch_size: int = 0
     """Demonstrations per SFT step under `only` / `then_rl` (the global batch the token-level loss is
     averaged over, docs/method.md §9 caveat); 0 means `prefixes.prompts_per_step`."""
