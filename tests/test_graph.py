@@ -59,3 +59,18 @@ def test_the_stage_list_is_the_table():
         for name in order:
             for dep in STAGES[name].inputs(cfg, 1):
                 assert dep == "curate" or order.index(dep) < order.index(name), (name, dep)
+
+
+def test_curate_cli_writes_what_a_training_run_reuses(tmp_path, micro_path):
+    # `python -m stages.curate` fingerprints curation exactly as the orchestrator does: a run started on
+    # the same directory finds the curate output complete and does not recompute it
+    from accelerate import Accelerator
+
+    from pipeline import cache
+    from stages import curate
+
+    assert curate.main(["--config", "quickstart", "--output-dir", str(tmp_path), *MICRO]) == 0
+    written = cache.read_stage(tmp_path / "curate")
+    run = Run(load_config("quickstart", MICRO), tmp_path, Accelerator(cpu=True))
+    assert written.fingerprint == run.fp("curate") and run.complete("curate")
+    assert run.run_stage("curate").meta == written.meta  # reused, not rewritten
