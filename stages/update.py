@@ -7,9 +7,9 @@ the term `objective.prefix_loss` names: the gated, clipped PPO term, LUFFY's sha
 token-mean NLL; the clipped PPO term on generated tokens; constant normaliser; backward per
 micro-batch) and the step (grad clip, AdamW). SFT phase (SFT steps, ReLIFT's interleaved steps): one
 optimizer step on whole demonstrations, NLL summed over tokens and divided by the tokens of the whole
-batch, at `sft.lr`. `run` returns a per-sequence metrics Dataset and the step's statistics; the
-orchestrator's `compute` (below `run`) also saves the checkpoint, checks the engine/trainer log-prob
-mismatch and counts the step's tokens and FLOPs. Batching is pipeline/batching.py; the loss and the
+batch, at `sft.lr`. `run` returns a per-sequence metrics Dataset and the step's statistics; `compute`
+(how a training run calls the stage, at the end of this module) also saves the checkpoint, checks the
+engine/trainer log-prob mismatch and counts the step's tokens and FLOPs. Batching is pipeline/batching.py; the loss and the
 optimizer loop are stages/update_loss.py.
 
 Input: the reward dataset (RL) and/or demonstration rows (SFT). Output rows (one per trajectory):
