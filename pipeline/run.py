@@ -258,9 +258,10 @@ class Run:
     # ---------------------------------------------------------------- whole runs
 
     def resume_step(self) -> int:
-        """Last step whose update stage and training state are complete for this config (0 if none)."""
+        """Last step whose final stage (the update, `step_stages`) and training state are complete for
+        this config (0 if none)."""
         for step in range(self.cfg.train.total_steps, 0, -1):
-            if self.complete("update", step) and cache.folder_status(
+            if self.complete(step_stages(self.cfg, step)[-1], step) and cache.folder_status(
                     training_state_dir(self.out, step), self.policy_fp(step)) == "complete":
                 return step
         return 0
