@@ -26,6 +26,7 @@ from pipeline.errors import UserError
 log = logging.getLogger(__name__)
 
 SHARDED_DIR = "sharded"  # FSDP2 model + optimizer shards (torch.distributed.checkpoint) in a training state
+MASTER_WEIGHTS = "model_fp32.pt"  # unsharded fp32 weights when the transformers checkpoint is stored in bf16
 
 
 def resolve_model_path(cfg: ModelConfig) -> str:
@@ -116,10 +117,13 @@ def patched_config(path: str, cfg: ModelConfig) -> Any:
 
 
 def load_model(path: str, cfg: ModelConfig) -> Any:
-    from transformers import AutoModelForCausalLM
+    """The checkpoint in fp32 (master weights); `model.checkpoint_dtype` remembers the dtype it was stored
+    in, which checkpoints and engine weights are written back in (`pipeline.distributed.checkpoint_dtype`)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
         config = patched_config(path, cfg)
+        stored = getattr(config or AutoConfig.from_pretrained(path, **_hub_kwargs(cfg)), "dtype", None)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                                      attn_implementation=cfg.attn_implementation,
                                                      **({"config": config} if config is not None else {}),
@@ -128,6 +132,7 @@ def load_model(path: str, cfg: ModelConfig) -> Any:
         raise UserError(f"model.name_or_path: cannot load a model from {path!r} ({e.__class__.__name__}); "
                         "check the path or hub id, or that the hub is reachable") from None
     model.config.use_cache = False
+    model.checkpoint_dtype = stored if isinstance(stored, torch.dtype) and stored.is_floating_point else torch.float32
     return model
 
 
@@ -183,8 +188,11 @@ def save_checkpoint(accelerator: Any, state: TrainState, tokenizer: Any, output_
     def fill_model(tmp: Path) -> None:
         if lora.is_lora(model):
             lora.save_lora_checkpoint(model, tmp)
-        else:
+        else:  # in the checkpoint's dtype (full_state_dict casts): a bf16 model is saved in bf16
             model.save_pretrained(tmp, state_dict=state_dict)
+            config = json.loads((tmp / "config.json").read_text())  # save_pretrained writes the fp32 master's dtype
+            config["dtype"] = str(distributed.checkpoint_dtype(model)).removeprefix("torch.")
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tokenizer.save_pretrained(tmp)
 
     def fill_state(tmp: Path) -> None:
@@ -192,6 +200,8 @@ def save_checkpoint(accelerator: Any, state: TrainState, tokenizer: Any, output_
             os.replace(staged, tmp / SHARDED_DIR)
         else:
             torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
+            if not lora.is_lora(model) and distributed.checkpoint_dtype(model) != torch.float32:
+                torch.save(model.state_dict(), tmp / MASTER_WEIGHTS)  # resume from the fp32 weights, not bf16
         torch.save(state.scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps({"step": state.step, "policy_fp": state.policy_fp,
@@ -226,6 +236,9 @@ def load_training_state(state: TrainState, output_dir: Path, step: int) -> dict[
         distributed.load_sharded_state(state.model, state.optimizer, d / SHARDED_DIR)
     else:
         state.optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=False))
+        if (d / MASTER_WEIGHTS).is_file():
+            model = getattr(state.model, "module", state.model)
+            model.load_state_dict(torch.load(d / MASTER_WEIGHTS, weights_only=True), strict=True)
     state.scheduler.load_state_dict(torch.load(d / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(d / "rng.pt", weights_only=False))
     return json.loads((d / "state.json").read_text())

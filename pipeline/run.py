@@ -52,9 +52,9 @@ STAGE_MODULES = {"curate": curate, "prefixes": prefixes, "generate": generate, "
 
 def make_accelerator(cfg: Config) -> Any:
     """An Accelerator, refusing a launch whose processes would silently train separately."""
-    from accelerate import Accelerator
+    from pipeline.distributed import make_accelerator as build
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = build(cfg.train.process_group_timeout_s)  # FSDP2 under an FSDP launch (CPU included)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise UserError(f"the launcher started {launched} processes but accelerate runs "
