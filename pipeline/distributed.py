@@ -197,6 +197,24 @@ def rollout_model(model: Any, accelerator: Any) -> Any:
     return copy.eval()
 
 
+ENGINE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "half": torch.float16,
+                 "float": torch.float32}
+
+
+def engine_weights(gen_cfg: Any, model: Any, accelerator: Any) -> Any:
+    """What a rollout backend's `sync_weights` reads. The transformers backend decodes with a module
+    (`rollout_model`); SGLang engines get the trainer's own module, which `pipeline.backends.weights`
+    streams from (sharded: one gathered tensor at a time, cast to the engine's dtype, in buckets), so no
+    rank builds a second full copy of the model."""
+    from pipeline.backends.weights import ENGINE_DTYPE_ATTR
+
+    if gen_cfg.backend == "transformers":
+        return rollout_model(model, accelerator)
+    name = str(gen_cfg.engine_args.get("dtype", {"fp32": "float32", "bf16": "bfloat16"}[gen_cfg.precision]))
+    setattr(model, ENGINE_DTYPE_ATTR, ENGINE_DTYPES.get(name))  # "auto": pushed as trained
+    return model
+
+
 def check_keys(model: Any, names: Any, source: str) -> None:
     """Raise one line naming missing / unexpected keys when `names` is not exactly `model`'s state dict
     (a tied output head may be absent)."""

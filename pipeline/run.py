@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from pipeline import accounting, cache, methods, tracking
 from pipeline import schema as S
 from pipeline.config import Config, dump_yaml, to_dict
-from pipeline.distributed import is_sharded, prepare_policy, rollout_model
+from pipeline.distributed import engine_weights, is_sharded, prepare_policy, release_cached_memory
 from pipeline.errors import UserError
 from pipeline.mismatch import check_logprob_mismatch
 from pipeline.lora import load_policy_model
@@ -234,7 +234,7 @@ class Run:
         from pipeline.backends import make_backend
 
         if self._backend is None:
-            self._backend = make_backend(self.cfg.generate, model=rollout_model(self.state.model, self.acc),
+            self._backend = make_backend(self.cfg.generate, model=engine_weights(self.cfg.generate, self.state.model, self.acc),
                                          pad_token_id=self.tokenizer.pad_token_id, model_path=self.base_path,
                                          seed=self.cfg.train.seed)
         return self._backend
@@ -286,7 +286,8 @@ class Run:
             src = self.require_input("prefixes", step).load()
             self.load_policy(step - 1, with_optimizer=False)
             backend = self.backend()
-            backend.sync_weights(rollout_model(self.state.model, self.acc),  # sharded: a gathered copy
+            release_cached_memory()  # before a colocated engine re-takes its memory
+            backend.sync_weights(engine_weights(self.cfg.generate, self.state.model, self.acc),  # streamed from shards
                                  checkpoint=self.policy_checkpoint(step - 1))
             rows = list(range(self.acc.process_index, len(src), self.acc.num_processes))
             t0 = time.perf_counter()
@@ -456,26 +457,30 @@ def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, di
     from evaluation.run import evaluate, validation_config
     from evaluation.suites import resolve_suites
     from pipeline.backends.hf import TransformersBackend
+    from pipeline.dist_eval import evaluate_on_all_ranks, full_loading
 
     name = "base" if step == 0 else f"step-{step:06d}"
     out = run.out / "eval" / ("validation/" + name if validation else name)
     eval_cfg = validation_config(run.cfg.eval) if validation else run.cfg.eval
-    summaries: dict[str, dict[str, Any]] = {}
-    if run.acc.is_main_process:
-        suites = resolve_suites(run.cfg.eval.suites)
+
+    def build() -> TransformersBackend:
         if run.state is not None and run.state.step == step and not is_sharded(run.state.model):
             model = run.acc.unwrap_model(run.state.model)
         else:
-            model = load_model(run.base_path if step == 0 else str(checkpoint_dir(run.out, step)), run.cfg.model)
-        backend = TransformersBackend(model, pad_token_id=run.tokenizer.pad_token_id,
-                                      batch_size=eval_cfg.batch_size, precision=eval_cfg.precision)
+            with full_loading():  # every rank gets the whole checkpoint (it decodes a share of the requests)
+                model = load_model(run.base_path if step == 0 else str(checkpoint_dir(run.out, step)), run.cfg.model)
+            model = model.to(run.acc.device)
+        return TransformersBackend(model, pad_token_id=run.tokenizer.pad_token_id,
+                                   batch_size=eval_cfg.batch_size, precision=eval_cfg.precision)
+
+    def main(backend: Any) -> dict[str, dict[str, Any]]:
         out.mkdir(parents=True, exist_ok=True)
-        summaries = evaluate(backend, run.tokenizer, suites, eval_cfg, out,
-                             stop_ids=stop_token_ids(run.tokenizer, model.config), policy_fp=run.policy_fp(step),
-                             data_dir=eval_cfg.data_dir,
-                             label=("validation " if validation else "") + ("base" if step == 0 else f"step {step}"))
-    run.acc.wait_for_everyone()
-    return summaries
+        return evaluate(backend, run.tokenizer, resolve_suites(run.cfg.eval.suites), eval_cfg, out,
+                        stop_ids=stop_token_ids(run.tokenizer, backend.model.config), policy_fp=run.policy_fp(step),
+                        data_dir=eval_cfg.data_dir,
+                        label=("validation " if validation else "") + ("base" if step == 0 else f"step {step}"))
+
+    return evaluate_on_all_ranks(run.acc, build, main)  # main grades and writes; every rank decodes a share
 
 
 def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[str, Any]:
