@@ -9,7 +9,8 @@ accelerate_configs/fsdp2.yaml (bf16 mixed precision, fp32 master weights). On ev
   full_copy: what the previous code did before every sync: the full fp32 state gathered on every rank,
              an fp32 `from_config` copy of the model loaded from it, then pushed from that copy.
 The figure is the peak RSS each sync adds over the RSS before it (/proc/self VmHWM, reset before each
-path; streamed runs first, so freed-but-kept heap of the other path cannot hide in it). Prints one JSON
+path; after one unmeasured streamed sync, whose first collectives allocate gloo's buffers for both
+paths; streamed is measured first, so freed-but-kept heap of the other path cannot hide in it). Prints one JSON
 line: per-rank added peaks, the bucket size, the model's fp32 bytes, and whether streamed <= bucket + 10%.
 
     python scripts/bench_weight_sync.py [--layers 12 --hidden 768 --vocab 32000 --bucket-mb 64]
@@ -91,6 +92,8 @@ def worker(args) -> None:
         push_weights(copy, bucket, begin=lambda: None, push=consume, end=lambda: None)
         del state, copy
 
+    streamed()  # warm-up: the first collectives allocate gloo's buffers once per process (both paths share them)
+    taken["bytes"] = 0
     s = added_peak(streamed)
     pushed = taken["bytes"]
     f = added_peak(full_copy)
@@ -128,7 +131,9 @@ def main() -> int:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/fsdp2.yaml",
            "--num_processes", str(args.processes), "--main_process_port", port, str(Path(__file__).resolve()),
            *sys.argv[1:]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # a fixed mmap threshold: glibc then returns every large free to the OS at once instead of raising the
+    # threshold and keeping freed blocks in its heap, which would make peaks depend on allocation history
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MALLOC_MMAP_THRESHOLD_": str(2 ** 20)}
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
 

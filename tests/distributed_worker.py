@@ -109,10 +109,15 @@ def main(mode: str, out: str) -> None:
     state = fresh_state(acc)
     stats = one_step(state, acc, 1)
     weights = full_state_dict(state.model, acc)
-    rollout = rollout_model(state.model, acc)  # what the generate stage runs (a gathered copy when sharded)
+    rollout = rollout_model(state.model, acc)  # what the transformers backend decodes with (a gathered copy when sharded)
+    from pipeline.backends.weights import buckets, full_tensors
+
+    # what an SGLang engine receives: streamed from the shards in small buckets, in bf16
+    streamed = {n: t.clone() for b in buckets(full_tensors(state.model, torch.bfloat16), 4096) for n, t in b}
     if acc.is_main_process:
         torch.save(weights, out_dir / "step1.pt")
         torch.save(rollout.state_dict(), out_dir / "rollout1.pt")
+        torch.save(streamed, out_dir / "streamed1.pt")
         (out_dir / "stats.json").write_text(json.dumps({
             "grad_norm": stats["grad_norm"], "loss": stats["loss"], "old_call_path_error": old_error,
             "distributed_type": str(acc.distributed_type), "is_fsdp2": bool(getattr(acc, "is_fsdp2", False)),

@@ -95,6 +95,10 @@ def test_fsdp2_two_gloo_processes_match_one_and_resume(tmp_path, single_process)
     # ... and refuses the optimizer prepared alone, which is what the old pipeline.distributed did
     assert "When using FSDP2, a model and optimizer must be passed together" in stats["old_call_path_error"]
     _check_step1(tmp_path, single_process)
+    # the engine's stream (chunked gathers from the shards, cast to bf16) carries exactly the trained weights
+    streamed, step1 = torch.load(tmp_path / "streamed1.pt"), torch.load(tmp_path / "step1.pt")
+    assert set(streamed) == set(step1) - {"lm_head.weight"}  # tied head
+    assert all(torch.equal(streamed[k], step1[k].to(torch.bfloat16)) for k in streamed)
     _, (_, (ref2, _)) = single_process
     # the transformers checkpoint of step 1 is the gathered full state: from_pretrained loads it
     ckpt = tmp_path / "checkpoints" / "step-000001"

@@ -72,11 +72,10 @@ class TensorStream:
         return t.numel() * dtype.itemsize
 
     def _full(self, t: torch.Tensor) -> torch.Tensor:
-        if self.dtype is not None and t.is_floating_point() and t.dtype != self.dtype:
-            t = t.detach().to(self.dtype)  # a DTensor casts its local shard
+        dtype = self.dtype if self.dtype is not None and t.is_floating_point() else t.dtype
         if hasattr(t, "full_tensor"):  # DTensor (FSDP2 / tensor parallel): gather this one tensor
-            t = t.full_tensor()
-        return t.detach()
+            return gather_dim0(t.detach(), dtype)
+        return t.detach().to(dtype)
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name, t in self._entries():
@@ -98,6 +97,45 @@ class TensorStream:
             current.extend((name, self._full(t)) for name, t in group)
             yield current
         current.clear()
+
+
+GATHER_CHUNK_BYTES = 2 * 2 ** 20
+
+
+def gather_dim0(t: Any, dtype: torch.dtype | None = None, chunk_bytes: int = GATHER_CHUNK_BYTES) -> torch.Tensor:
+    """The full tensor of a DTensor, in `dtype`. FSDP2's layout (one Shard(0) over a 1-D mesh) is cast and
+    all-gathered in row chunks of about `chunk_bytes` per rank straight into the output, so the transient
+    beyond the output is one chunk per rank (`full_tensor()` holds a padded copy of the whole tensor, and
+    gloo another); any other layout uses `full_tensor()`. Collective."""
+    dtype = dtype or t.dtype
+    import torch.distributed as dist
+    from torch.distributed.tensor import Shard
+
+    mesh = t.device_mesh
+    if mesh.ndim != 1 or len(t.placements) != 1 or t.placements[0] != Shard(0) or t.dim() == 0:
+        return t.to(dtype).full_tensor()
+    group, n = mesh.get_group(), mesh.size()
+    rows = t.shape[0]
+    per = -(-rows // n)  # torch.chunk: ceil(rows / n) rows on every rank but the last ones
+    local = t.to_local()
+    row_bytes = max(1, (t.numel() // max(rows, 1)) * dtype.itemsize)
+    step = max(1, chunk_bytes // row_bytes)
+    out = torch.empty(tuple(t.shape), dtype=dtype, device=local.device)
+    for start in range(0, per, step):
+        c = min(step, per - start)
+        piece = torch.zeros((c, *t.shape[1:]), dtype=dtype, device=local.device)
+        have = max(0, min(c, local.shape[0] - start))
+        if have:
+            piece[:have].copy_(local[start:start + have])
+        gathered = torch.empty((n * c, *t.shape[1:]), dtype=dtype, device=local.device)
+        dist.all_gather_into_tensor(gathered, piece, group=group)
+        for r in range(n):  # rank r's rows [start, start + c) are global rows r * per + start ...
+            lo = r * per + start
+            hi = min(lo + c, (r + 1) * per, rows)
+            if hi > lo:
+                out[lo:hi].copy_(gathered[r * c:r * c + hi - lo])
+        del piece, gathered
+    return out
 
 
 def full_tensors(model: Any, dtype: torch.dtype | None = None) -> TensorStream:
