@@ -490,6 +490,8 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
         from pipeline.imports import check_available
         check_available("sglang")
     acc = accelerator or make_accelerator(cfg)
+    from pipeline.memplan import check_launch
+    check_launch(cfg, acc)  # on GPUs: stop a run that will not fit, naming the knob to turn
     run = Run(cfg, output_dir, acc)
     run.prepare_output_dir()
     run.run_curate()
