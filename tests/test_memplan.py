@@ -59,17 +59,21 @@ def test_qwen25_math_15b_on_1x80gb_with_sglang():
 
 
 def test_what_does_not_fit_names_the_knob():
-    # the 7B recipe's transformers backend on 8 GPUs: each rank decodes min(256, 1024 / 8) = 128 sequences
-    # of 9216 tokens with a bf16 KV cache of 2 * 28 layers * 512 * 2 B = 57,344 B per token -> 63.0 GiB;
+    # the 7B recipe's transformers backend with batch_size 256 on 8 GPUs: each rank decodes
+    # min(256, 1024 / 8) = 128 sequences of 9216 tokens with a bf16 KV cache of 2 * 28 layers * 512 * 2 B = 57,344 B per token -> 63.0 GiB;
     # generate phase 3.546 + 7.093 + 14.185 (gathered bf16 copy) + 63 + 2 = 89.82 > 80
-    p = plan(load_config("qwen2.5-math-7b"), gpus=8, gpu_memory_gib=80)
+    p = plan(load_config("qwen2.5-math-7b", ["generate.batch_size=256"]), gpus=8, gpu_memory_gib=80)
     assert p["per_gpu_gib"]["engine KV cache"] == 63.0 and p["generate_phase_gib"] == 89.82
     assert not p["fits"] and p["knob"].startswith("generate.batch_size")
     # 7B on one 80 GB GPU: 16 B per parameter of fp32 state alone is 113.5 GiB
     one = plan(load_config("qwen2.5-math-7b", ["generate.backend=sglang"]), gpus=1, gpu_memory_gib=80)
     assert not one["fits"] and one["knob"].startswith("--num_processes")
     with pytest.raises(UserError) as e:  # what a `train` launch that will not fit stops with
-        check_fits(load_config("qwen2.5-math-7b"), 8, 80)
+        check_fits(load_config("qwen2.5-math-7b", ["generate.batch_size=256"]), 8, 80)
+    # the shipped recipe's batch_size 64: 64 * 9216 * 57,344 B = 31.5 GiB; 3.546 + 7.093 + 14.185 + 31.5 + 2
+    shipped = plan(load_config("qwen2.5-math-7b"), gpus=8, gpu_memory_gib=80)
+    assert shipped["per_gpu_gib"]["engine KV cache"] == 31.5 and shipped["generate_phase_gib"] == 58.32
+    assert shipped["fits"]
     assert "\n" not in str(e.value) and "turn generate.batch_size" in str(e.value)
 
 
@@ -78,5 +82,5 @@ def test_plan_cli(capsys):
                  "generate.backend=sglang"]) == 0
     out = capsys.readouterr().out
     assert "engine KV cache" in out and "25.81 GiB" in out and out.rstrip().endswith("fits")
-    assert main(["--config", "qwen2.5-math-7b", "--gpus", "8", "--gpu-memory-gib", "80"]) == 1
+    assert main(["--config", "qwen2.5-math-7b", "--gpus", "8", "--gpu-memory-gib", "80", "generate.batch_size=256"]) == 1
     assert "does not fit: turn generate.batch_size" in capsys.readouterr().out
