@@ -183,7 +183,8 @@ def rollout_model(model: Any, accelerator: Any) -> Any:
     from pipeline.backends.weights import checkpoint_name
 
     inner = accelerator.unwrap_model(model)
-    copy = AutoModelForCausalLM.from_config(inner.config, dtype=checkpoint_dtype(inner)).to(accelerator.device)
+    with torch.device(accelerator.device):  # built on the device: no host-memory copy per rank
+        copy = AutoModelForCausalLM.from_config(inner.config, dtype=checkpoint_dtype(inner))
     source = {checkpoint_name(k): v for k, v in inner.state_dict().items()}
     check_keys(copy, source, "the FSDP2 policy's state")
     targets = copy.state_dict(keep_vars=True)
