@@ -22,6 +22,7 @@ from pipeline import cache, distributed, lora
 from pipeline.policy import TrainState
 
 SHARDED_DIR = "sharded"  # FSDP2 model + optimizer shards (torch.distributed.checkpoint) in a training state
+MASTER_WEIGHTS = "model_fp32.pt"  # unsharded fp32 weights when the transformers checkpoint is stored in bf16
 
 
 def rng_state() -> dict[str, Any]:
@@ -55,8 +56,11 @@ def save_checkpoint(accelerator: Any, state: TrainState, tokenizer: Any, output_
     def fill_model(tmp: Path) -> None:
         if lora.is_lora(model):
             lora.save_lora_checkpoint(model, tmp)
-        else:
+        else:  # in the checkpoint's dtype (full_state_dict casts): a bf16 model is saved in bf16
             model.save_pretrained(tmp, state_dict=state_dict)
+            config = json.loads((tmp / "config.json").read_text())  # save_pretrained writes the fp32 master's dtype
+            config["dtype"] = str(distributed.checkpoint_dtype(model)).removeprefix("torch.")
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tokenizer.save_pretrained(tmp)
 
     def fill_state(tmp: Path) -> None:
@@ -64,6 +68,8 @@ def save_checkpoint(accelerator: Any, state: TrainState, tokenizer: Any, output_
             os.replace(staged, tmp / SHARDED_DIR)
         else:
             torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
+            if not lora.is_lora(model) and distributed.checkpoint_dtype(model) != torch.float32:
+                torch.save(model.state_dict(), tmp / MASTER_WEIGHTS)  # resume from the fp32 weights, not bf16
         torch.save(state.scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps({"step": state.step, "policy_fp": state.policy_fp,
@@ -92,6 +98,9 @@ def load_training_state(state: TrainState, output_dir: Path, step: int) -> dict[
         distributed.load_sharded_state(state.model, state.optimizer, d / SHARDED_DIR)
     else:
         state.optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=False))
+        if (d / MASTER_WEIGHTS).is_file():
+            model = getattr(state.model, "module", state.model)
+            model.load_state_dict(torch.load(d / MASTER_WEIGHTS, weights_only=True), strict=True)
     state.scheduler.load_state_dict(torch.load(d / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(d / "rng.pt", weights_only=False))
     return json.loads((d / "state.json").read_text())

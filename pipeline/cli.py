@@ -10,6 +10,7 @@ commands:
   train   python -m pipeline.train     train (or resume) a run from a recipe
   stage   python -m pipeline.stage     re-run one stage of a run on cached inputs
   eval    python -m evaluation.run     evaluate a checkpoint on evaluation suites
+  plan    python -m pipeline.memplan   per-GPU memory of a recipe (--config R --gpus G --gpu-memory-gib M)
 """
 
 
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.stage import main as run
     elif command == "eval":
         from evaluation.run import main as run
+    elif command == "plan":
+        from pipeline.memplan import main as run
     else:
         print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr, end="")
         return 2

@@ -1,59 +1,97 @@
-"""Sharded training with PyTorch FSDP2 (`torch.distributed.fsdp.fully_shard`).
+"""Sharded training with PyTorch FSDP2, prepared by accelerate.
 
-These are the functions the policy code calls whenever the policy is sharded: under
-`accelerate launch --config_file accelerate_configs/fsdp2.yaml` on GPUs (settings read from accelerate's
-FSDP plugin), and under torchrun/gloo on CPU in tests/test_distributed.py — the same calls either way:
+The sharded path is accelerate's own: `accelerate launch --config_file accelerate_configs/fsdp2.yaml`
+sets the FSDP_* environment, `make_accelerator` builds an `Accelerator` with an FSDP plugin read from
+it (plus the mixed-precision policy below), and `prepare_policy` hands model, optimizer and scheduler
+to `accelerator.prepare` together, as accelerate requires for FSDP2 (it shards each decoder layer,
+applies activation checkpointing, switches the optimizer onto the shards and, with
+`fsdp_cpu_ram_efficient_loading`, broadcasts rank 0's weights into ranks that loaded none).
 
-- `prepare_policy`: shard (each decoder layer, then the root), build the optimizer on the shards, let
-  accelerate wrap optimizer and scheduler; without FSDP it is the plain `accelerator.prepare` path.
+accelerate never chooses FSDP on a machine without CUDA (every process would run alone), so on CPU an
+FSDP launch is built as accelerate's gloo MULTI_CPU state and then switched to FSDP with the same
+plugin: `accelerator.prepare`, `clip_grad_norm_` and `get_state_dict` then run the code a GPU run runs
+(tests/test_distributed.py launches it with the shipped config).
+
+Mixed precision (`mixed_precision: bf16`): parameters are all-gathered and computed in bf16, gradients
+reduce-scattered in fp32, and the sharded master weights and optimizer state stay fp32 (accelerate
+upcasts trainable parameters to fp32 before sharding).
+
 - `gradient_sync`: no gradient reduction on all but the last micro-batch (gradient accumulation).
-- `clip_grad_norm`: the global norm over every shard (a DTensor reduction), then clipping.
-- `full_state_dict`: the whole model gathered (`get_model_state_dict(..., full_state_dict=True)`) for
-  the transformers checkpoint, evaluation and the rollout engine.
+- `clip_grad_norm`: the global norm over every shard (accelerate's DTensor-aware clip), then clipping.
+- `full_state_dict`: the whole model, gathered one tensor at a time, on the main process, cast to the
+  checkpoint's dtype (a bf16 model is saved in bf16).
 - `save_sharded_state` / `load_sharded_state`: model and optimizer shards with
   torch.distributed.checkpoint (every rank writes its own shard; a different world size can load them).
-
-    accelerate launch --config_file accelerate_configs/fsdp2.yaml -m pipeline.train --config quickstart \
-        --output-dir runs/qs model.name_or_path=Qwen/Qwen2.5-Math-1.5B
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import datetime
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
+from pipeline.backends.weights import ENGINE_DTYPE_ATTR, checkpoint_name
 from pipeline.config import UpdateConfig
 from pipeline.errors import UserError
 from pipeline.lora import is_lora, merged_model
 from pipeline.policy import make_optimizer
 
-
-@dataclass
-class ShardSettings:
-    param_dtype: torch.dtype | None = None  # compute dtype of the all-gathered parameters; None: fp32
-    reduce_dtype: torch.dtype | None = torch.float32  # gradient reduce-scatter dtype
-    reshard_after_forward: bool = True  # free gathered parameters after forward (ZeRO-3) instead of keeping them
-    activation_checkpointing: bool = False  # recompute each decoder layer's activations in backward
+# FSDP2 mixed precision under `mixed_precision: bf16`: bf16 compute and all-gathers, fp32 gradient
+# reduction and fp32 outputs (log-probs are taken from fp32 logits); master weights stay fp32.
+BF16_POLICY = {"param_dtype": torch.bfloat16, "reduce_dtype": torch.float32, "output_dtype": torch.float32}
 
 
-def settings_from_accelerator(accelerator: Any) -> ShardSettings | None:
-    """FSDP2 settings of an `accelerate launch` with an FSDP config; None for any other launch."""
-    from accelerate.utils import DistributedType
+def fsdp_launch() -> bool:
+    """This process was started by `accelerate launch` with an FSDP config (`distributed_type: FSDP`)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
-    if accelerator.distributed_type != DistributedType.FSDP:
-        return None
-    plugin = accelerator.state.fsdp_plugin
-    if getattr(plugin, "fsdp_version", 1) != 2:
+
+def fsdp_plugin() -> Any:
+    """accelerate's FSDP plugin, every fsdp_* setting read from the launcher's environment; the mixed
+    precision policy is ours (accelerate's default for bf16 would also reduce gradients in bf16)."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if precision not in ("no", "bf16"):
+        raise UserError(f"mixed_precision: {precision} is not supported with FSDP2 here; set `mixed_precision: bf16` "
+                        "(or 'no') in the accelerate config")
+    if os.environ.get("FSDP_VERSION", "1") != "2":
         raise UserError("the accelerate config asks for FSDP version 1; set `fsdp_config.fsdp_version: 2` "
                         "(see accelerate_configs/fsdp2.yaml)")
-    bf16 = accelerator.mixed_precision == "bf16"
-    return ShardSettings(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32,
-                         reshard_after_forward=bool(plugin.reshard_after_forward),
-                         activation_checkpointing=bool(plugin.activation_checkpointing))
+    return FullyShardedDataParallelPlugin(mixed_precision_policy=dict(BF16_POLICY) if precision == "bf16" else None)
+
+
+def make_accelerator(timeout_s: float = 1800.0) -> Any:
+    """The run's Accelerator: FSDP2 (prepared by accelerate) under an FSDP launch, DDP / one process
+    otherwise; `timeout_s` bounds every collective (`train.process_group_timeout_s`)."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    handlers = [InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=timeout_s))]
+    if not fsdp_launch():
+        return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=handlers)
+    plugin = fsdp_plugin()
+    if torch.cuda.is_available():
+        return Accelerator(fsdp_plugin=plugin, kwargs_handlers=handlers)
+    return _cpu_fsdp(Accelerator(cpu=True, kwargs_handlers=handlers), plugin)
+
+
+def _cpu_fsdp(accelerator: Any, plugin: Any) -> Any:
+    """Switch a gloo MULTI_CPU accelerator to FSDP with `plugin` (accelerate itself only picks FSDP with
+    CUDA); from here on `prepare`, clipping and state dicts take accelerate's FSDP2 code paths."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)  # turns the policy dict into MixedPrecisionPolicy
+    PartialState().distributed_type = DistributedType.FSDP
+    accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = plugin
+    return accelerator
 
 
 def is_sharded(model: Any) -> bool:
@@ -62,53 +100,24 @@ def is_sharded(model: Any) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def _layer_classes(model: Any) -> set[str]:
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    names = set(getattr(inner, "_no_split_modules", None) or [])
-    if not names:
-        raise UserError(f"{type(inner).__name__} declares no decoder layer classes (_no_split_modules); FSDP2 "
-                        "sharding needs them to shard layer by layer")
-    return names
-
-
-def shard_model(model: Any, settings: ShardSettings) -> Any:
-    """`fully_shard` every decoder layer, then the root (embeddings, final norm, lm head), in place."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-    if settings.activation_checkpointing:
-        # non-reentrant checkpointing composes with FSDP2's per-layer all-gathers
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    mp = MixedPrecisionPolicy(param_dtype=settings.param_dtype, reduce_dtype=settings.reduce_dtype)
-    names = _layer_classes(model)
-    layers = [m for m in model.modules() if type(m).__name__ in names]
-    if not layers:
-        raise UserError(f"no module of the classes {sorted(names)} found in {type(model).__name__}")
-    for layer in layers:
-        fully_shard(layer, mp_policy=mp, reshard_after_forward=settings.reshard_after_forward)
-    fully_shard(model, mp_policy=mp, reshard_after_forward=settings.reshard_after_forward)
-    return model
-
-
-def prepare_policy(accelerator: Any, model: Any, cfg: UpdateConfig,
-                   shard: ShardSettings | None = None) -> tuple[Any, Any, Any]:
-    """(model, optimizer, scheduler) ready to train. Sharded when `shard` is given or the launch is an
-    accelerate FSDP launch; otherwise prepared by accelerate (DDP across processes, or nothing)."""
-    shard = shard or settings_from_accelerator(accelerator)
-    if shard is None:
+def prepare_policy(accelerator: Any, model: Any, cfg: UpdateConfig) -> tuple[Any, Any, Any]:
+    """(model, optimizer, scheduler) ready to train, all three through `accelerator.prepare` in one call
+    (FSDP2 refuses an optimizer prepared without its model)."""
+    if getattr(accelerator, "is_fsdp2", False):
+        if cfg.lora.rank:
+            raise UserError("update.lora with FSDP2 is not supported yet; LoRA adapters of a model that fits one "
+                            "device train with accelerate_configs/single_gpu.yaml or data-parallel (MULTI_GPU)")
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        opt, sched = make_optimizer(model, cfg)
-        return accelerator.prepare(model, opt, sched)
-    if cfg.lora.rank:
-        raise UserError("update.lora with FSDP2 is not supported yet; LoRA adapters of a model that fits one "
-                        "device train with accelerate_configs/single_gpu.yaml or data-parallel (MULTI_GPU)")
-    shard.activation_checkpointing = shard.activation_checkpointing or cfg.gradient_checkpointing
-    # The optimizer is built on the shards, so accelerate never sees unsharded parameters (its own FSDP2
-    # preparation would shard a second time); it only wraps optimizer and scheduler.
-    model = shard_model(model.to(accelerator.device), shard)
+            accelerator.state.fsdp_plugin.activation_checkpointing = True  # accelerate applies it per layer
+        # one policy at a time: accelerate's FSDP2 clip finds its model by comparing parameter lists, which
+        # fails between two prepared models; a freshly loaded policy replaces the previous one
+        accelerator.free_memory()
+        if getattr(model.config, "tie_word_embeddings", False):
+            model.tie_weights()  # accelerate maps optimizer parameters by name; a tied head must be one tensor
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     opt, sched = make_optimizer(model, cfg)
-    opt, sched = accelerator.prepare(opt, sched)
-    return model, opt, sched
+    return accelerator.prepare(model, opt, sched)
 
 
 @contextlib.contextmanager
@@ -129,44 +138,98 @@ def gradient_sync(model: Any, accelerator: Any, enabled: bool) -> Iterator[None]
 
 def clip_grad_norm(model: Any, accelerator: Any, max_norm: float) -> float:
     """Global gradient 2-norm (over every shard and rank), gradients scaled down to `max_norm` when above."""
-    if not is_sharded(model):
-        return float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
-    from torch.distributed.tensor import DTensor
-
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # DTensor grads: the norm is reduced across shards
-    return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+    norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
-def full_state_dict(model: Any, accelerator: Any, *, all_ranks: bool = False) -> dict[str, torch.Tensor]:
-    """The whole model's state dict on CPU: on the main process (every rank with `all_ranks`); other
-    ranks get {}. Collective when sharded: every rank must call it."""
-    if not is_sharded(model):
-        if all_ranks:
-            return {k: v.detach().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-        return accelerator.get_state_dict(model)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def checkpoint_dtype(model: Any) -> torch.dtype:
+    """The dtype the starting checkpoint was stored in (`pipeline.policy.load_model` records it); the
+    trainer's fp32 master weights are saved back in it."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(inner, "checkpoint_dtype", None) or torch.float32
 
-    options = StateDictOptions(full_state_dict=True, cpu_offload=not all_ranks)
-    state = get_model_state_dict(model, options=options)
-    return {k: v.cpu() for k, v in state.items()} if all_ranks else state
+
+def full_state_dict(model: Any, accelerator: Any, *, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The whole model's state dict on CPU on the main process (other ranks get {}), floating tensors cast
+    to `dtype` (default: the model's own). Collective when sharded: every rank must call it; tensors are
+    gathered one at a time, so the main process holds the result plus one tensor."""
+    inner = accelerator.unwrap_model(model)
+    dtype = dtype or checkpoint_dtype(inner)
+    out: dict[str, torch.Tensor] = {}
+    for name, t in inner.state_dict().items():
+        name = checkpoint_name(name)
+        if hasattr(t, "full_tensor"):
+            t = t.full_tensor()
+        if accelerator.is_main_process:
+            t = t.detach().to("cpu")
+            out[name] = t.to(dtype) if t.is_floating_point() else t
+        del t
+    return out
 
 
 def rollout_model(model: Any, accelerator: Any) -> Any:
-    """The model the rollout engine runs: the trained module itself (a merged copy, for LoRA), or, when
-    sharded, an unsharded copy built from the gathered full state (sharded forwards would need every rank
-    in lock-step, and data-parallel generation gives ranks different numbers of decoding steps)."""
+    """The module the transformers backend decodes with: the trained module itself (a merged copy, for
+    LoRA). Under FSDP it is an unsharded copy in the checkpoint's dtype (sharded forwards would need every
+    rank in lock-step), loaded strictly; SGLang backends never use it: they stream from the shards."""
     if not is_sharded(model):
         plain = accelerator.unwrap_model(model)
         # LoRA: decode with the adapters merged in (the same function, without the extra matmuls per token)
         return merged_model(plain).eval() if is_lora(plain) else plain
     from transformers import AutoModelForCausalLM
 
-    state = full_state_dict(model, accelerator, all_ranks=True)
-    copy = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
-    copy.load_state_dict(state, strict=False)  # tied lm_head may be absent from the state
+    inner = accelerator.unwrap_model(model)
+    with torch.device(accelerator.device):  # built on the device: no host-memory copy per rank
+        copy = AutoModelForCausalLM.from_config(inner.config, dtype=checkpoint_dtype(inner))
+    source = {checkpoint_name(k): v for k, v in inner.state_dict().items()}
+    check_keys(copy, source, "the FSDP2 policy's state")
+    targets = copy.state_dict(keep_vars=True)
+    for name, t in source.items():  # one gathered tensor at a time, straight into the copy
+        full = t.full_tensor() if hasattr(t, "full_tensor") else t
+        if name in targets:
+            with torch.no_grad():
+                targets[name].copy_(full)
+        del full
     copy.tie_weights()
-    return copy.to(accelerator.device).eval()
+    return copy.eval()
+
+
+ENGINE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "half": torch.float16,
+                 "float": torch.float32}
+
+
+def engine_weights(gen_cfg: Any, model: Any, accelerator: Any) -> Any:
+    """What a rollout backend's `sync_weights` reads. The transformers backend decodes with a module
+    (`rollout_model`); SGLang engines get the trainer's own module, which `pipeline.backends.weights`
+    streams from (sharded: one gathered tensor at a time, cast to the engine's dtype, in buckets), so no
+    rank builds a second full copy of the model."""
+    if gen_cfg.backend == "transformers":
+        return rollout_model(model, accelerator)
+    name = str(gen_cfg.engine_args.get("dtype", {"fp32": "float32", "bf16": "bfloat16"}[gen_cfg.precision]))
+    setattr(model, ENGINE_DTYPE_ATTR, ENGINE_DTYPES.get(name))  # "auto": pushed as trained
+    return model
+
+
+def check_keys(model: Any, names: Any, source: str) -> None:
+    """Raise one line naming missing / unexpected keys when `names` is not exactly `model`'s state dict
+    (a tied output head may be absent)."""
+    want = set(model.state_dict())
+    got = set(names)
+    tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    missing, unexpected = sorted(want - got - tied), sorted(got - want)
+    if missing or unexpected:
+        raise UserError(f"{source} does not match {type(model).__name__}: missing keys {missing[:5]}"
+                        f"{' ...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+                        f"{' ...' if len(unexpected) > 5 else ''}; the weights would stay random")
+
+
+def release_cached_memory() -> None:
+    """Hand the CUDA caching allocator's free blocks back to the device before a colocated engine
+    re-takes its memory (no-op on CPU)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _raw(optimizer: Any) -> torch.optim.Optimizer:

@@ -107,10 +107,13 @@ def patched_config(path: str, cfg: ModelConfig) -> Any:
 
 
 def load_model(path: str, cfg: ModelConfig) -> Any:
-    from transformers import AutoModelForCausalLM
+    """The checkpoint in fp32 (master weights); `model.checkpoint_dtype` remembers the dtype it was stored
+    in, which checkpoints and engine weights are written back in (`pipeline.distributed.checkpoint_dtype`)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
         config = patched_config(path, cfg)
+        stored = getattr(config or AutoConfig.from_pretrained(path, **_hub_kwargs(cfg)), "dtype", None)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                                      attn_implementation=cfg.attn_implementation,
                                                      **({"config": config} if config is not None else {}),
@@ -119,6 +122,7 @@ def load_model(path: str, cfg: ModelConfig) -> Any:
         raise UserError(f"model.name_or_path: cannot load a model from {path!r} ({e.__class__.__name__}); "
                         "check the path or hub id, or that the hub is reachable") from None
     model.config.use_cache = False
+    model.checkpoint_dtype = stored if isinstance(stored, torch.dtype) and stored.is_floating_point else torch.float32
     return model
 
 

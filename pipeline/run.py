@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 import yaml
-from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
@@ -43,10 +42,13 @@ from pipeline.backends import make_backend
 from pipeline.backends.hf import TransformersBackend
 from pipeline.checkpoint import checkpoint_dir, load_training_state, training_state_dir
 from pipeline.config import Config, dump_yaml, to_dict
-from pipeline.distributed import is_sharded, prepare_policy, rollout_model
+from pipeline.dist_eval import evaluate_on_all_ranks, full_loading
+from pipeline.distributed import engine_weights, is_sharded, prepare_policy
+from pipeline.distributed import make_accelerator as build_accelerator
 from pipeline.errors import UserError
 from pipeline.imports import check_available
 from pipeline.lora import load_policy_model
+from pipeline.memplan import check_launch
 from pipeline.policy import TrainState, load_model, load_tokenizer, model_fingerprint, resolve_model_path
 from pipeline.prompts import end_of_turn_ids, stop_token_ids
 from pipeline.summary import format_summary, log_step, run_summary, validation_metrics
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 
 def make_accelerator(cfg: Config) -> Any:
     """An Accelerator, refusing a launch whose processes would silently train separately."""
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = build_accelerator(cfg.train.process_group_timeout_s)  # FSDP2 under an FSDP launch (CPU too)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise UserError(f"the launcher started {launched} processes but accelerate runs "
@@ -227,7 +229,7 @@ class Run:
         """The rollout backend, built once per run (an SGLang engine boots here); `sync_weights` points it
         at the current policy before every generation."""
         if self._backend is None:
-            self._backend = make_backend(self.cfg.generate, model=rollout_model(self.state.model, self.acc),
+            self._backend = make_backend(self.cfg.generate, model=engine_weights(self.cfg.generate, self.state.model, self.acc),
                                          pad_token_id=self.tokenizer.pad_token_id, model_path=self.base_path,
                                          seed=self.cfg.train.seed)
         return self._backend
@@ -302,22 +304,25 @@ def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, di
     name = "base" if step == 0 else f"step-{step:06d}"
     out = run.out / "eval" / ("validation/" + name if validation else name)
     eval_cfg = validation_config(run.cfg.eval) if validation else run.cfg.eval
-    summaries: dict[str, dict[str, Any]] = {}
-    if run.acc.is_main_process:
-        suites = resolve_suites(run.cfg.eval.suites)
+
+    def build() -> TransformersBackend:
         if run.state is not None and run.state.step == step and not is_sharded(run.state.model):
             model = run.acc.unwrap_model(run.state.model)
         else:
-            model = load_model(run.base_path if step == 0 else str(checkpoint_dir(run.out, step)), run.cfg.model)
-        backend = TransformersBackend(model, pad_token_id=run.tokenizer.pad_token_id,
-                                      batch_size=eval_cfg.batch_size, precision=eval_cfg.precision)
+            with full_loading():  # every rank gets the whole checkpoint (it decodes a share of the requests)
+                model = load_model(run.base_path if step == 0 else str(checkpoint_dir(run.out, step)), run.cfg.model)
+            model = model.to(run.acc.device)
+        return TransformersBackend(model, pad_token_id=run.tokenizer.pad_token_id,
+                                   batch_size=eval_cfg.batch_size, precision=eval_cfg.precision)
+
+    def main(backend: Any) -> dict[str, dict[str, Any]]:
         out.mkdir(parents=True, exist_ok=True)
-        summaries = evaluate(backend, run.tokenizer, suites, eval_cfg, out,
-                             stop_ids=stop_token_ids(run.tokenizer, model.config), policy_fp=run.policy_fp(step),
-                             data_dir=eval_cfg.data_dir,
-                             label=("validation " if validation else "") + ("base" if step == 0 else f"step {step}"))
-    run.acc.wait_for_everyone()
-    return summaries
+        return evaluate(backend, run.tokenizer, resolve_suites(run.cfg.eval.suites), eval_cfg, out,
+                        stop_ids=stop_token_ids(run.tokenizer, backend.model.config), policy_fp=run.policy_fp(step),
+                        data_dir=eval_cfg.data_dir,
+                        label=("validation " if validation else "") + ("base" if step == 0 else f"step {step}"))
+
+    return evaluate_on_all_ranks(run.acc, build, main)  # main grades and writes; every rank decodes a share
 
 
 def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[str, Any]:
@@ -326,6 +331,7 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
     if cfg.generate.backend == "sglang":  # fail before any stage runs, not at the first generation
         check_available("sglang")
     acc = accelerator or make_accelerator(cfg)
+    check_launch(cfg, acc)  # on GPUs: stop a run that will not fit, naming the knob to turn
     run = Run(cfg, output_dir, acc)
     run.prepare_output_dir()
     run.run_stage("curate")

@@ -1,6 +1,7 @@
 """FSDP2 update-step benchmark on GPUs: a randomly initialised Qwen2.5-1.5B-shaped policy, bf16, activation
 checkpointing, the real update stage (pipeline.distributed + stages.update) on synthetic scored rollouts.
-Prints one JSON line (main process): tokens/s over the timed steps and peak GPU memory per rank.
+Prints one JSON line (main process): tokens/s over the timed steps, MFU (pipeline.accounting: model FLOPs
+over the measured bf16 matmul peak of the device) and peak GPU memory per rank.
 
     accelerate launch --config_file accelerate_configs/fsdp2.yaml --num_processes 8 scripts/bench_fsdp2.py
     accelerate launch --config_file accelerate_configs/fsdp2.yaml --num_processes 2 scripts/bench_fsdp2.py \
@@ -66,18 +67,17 @@ def main() -> int:
     if not torch.cuda.is_available():
         print(json.dumps({"error": "bench_fsdp2 needs CUDA GPUs"}))
         return 2
-    from accelerate import Accelerator
-
+    from pipeline.accounting import update_flops
     from pipeline.config import ObjectiveConfig, UpdateConfig
-    from pipeline.distributed import is_sharded, prepare_policy
+    from pipeline.distributed import is_sharded, make_accelerator, prepare_policy
     from pipeline.policy import TrainState
     from stages import update
 
-    acc = Accelerator()
+    acc = make_accelerator()  # the run's own: accelerate's FSDP2 plugin from the launch, bf16 with fp32 reduce
     ucfg = UpdateConfig(lr=1e-6, precision="bf16", micro_batch_size=args.micro_batch_size)
     model, opt, sched = prepare_policy(acc, qwen25_15b_shaped(args.layers), ucfg)
     state = TrainState(model, opt, sched, 0, "bench", restored=True)
-    n_params = sum(p.numel() for p in model.parameters()) * (acc.num_processes if is_sharded(model) else 1)
+    n_params = sum(p.numel() for p in model.parameters())  # a DTensor's numel is the full tensor's
     times, tokens = [], 0
     for step in range(args.steps + 1):
         ds = rollouts(args.groups, args.samples, args.prompt_len, args.response_len, step)
@@ -90,6 +90,7 @@ def main() -> int:
         if step:  # the first step compiles kernels and allocates: not timed
             times.append(time.perf_counter() - t0)
             tokens += len(ds) * (args.prompt_len + args.response_len)
+    flops = update_flops(model, tokens, args.steps * args.groups * args.samples, sum(times), "bf16")
     peak = torch.tensor(torch.cuda.max_memory_allocated() / 2**30, device=acc.device)
     peak = acc.gather(peak.reshape(1)).max().item()
     if acc.is_main_process:
@@ -99,6 +100,8 @@ def main() -> int:
                           "tokens_per_sequence": args.prompt_len + args.response_len,
                           "seconds_per_step": round(sum(times) / len(times), 3),
                           "tokens_per_s": round(tokens / sum(times), 1), "peak_gpu_mem_gib_max_rank": round(peak, 2),
+                          "mfu": flops["mfu"], "flops_per_s": flops["flops_per_s"],
+                          "peak_flops_per_s": flops["peak_flops_per_s"],
                           "device": torch.cuda.get_device_name()}))
     return 0
 

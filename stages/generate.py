@@ -22,7 +22,7 @@ from pipeline import cache, methods
 from pipeline import schema as S
 from pipeline.backends import Completion, GenerationRequest, RolloutBackend, SamplingParams
 from pipeline.config import GenerateConfig
-from pipeline.distributed import rollout_model
+from pipeline.distributed import engine_weights, release_cached_memory
 from pipeline.graph import StageSpec
 from pipeline.seeding import derive_seed
 
@@ -65,7 +65,8 @@ def compute(job: Any, step: int, inputs: dict[str, cache.StageRecord]) -> tuple[
     src, acc = inputs["prefixes"].load(), job.acc
     job.load_policy(step - 1, with_optimizer=False)
     backend = job.backend()
-    backend.sync_weights(rollout_model(job.state.model, acc),  # sharded: a gathered copy
+    release_cached_memory()  # before a colocated engine re-takes its memory
+    backend.sync_weights(engine_weights(job.cfg.generate, job.state.model, acc),  # streamed from shards
                          checkpoint=job.policy_checkpoint(step - 1))
     rows = list(range(acc.process_index, len(src), acc.num_processes))
     t0 = time.perf_counter()

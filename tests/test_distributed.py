@@ -1,6 +1,7 @@
 """Two CPU processes (gloo) give the same update as one process on the same global batch, through
-accelerate's MULTI_CPU launch (DDP) and through the FSDP2 path the GPU run uses (pipeline.distributed),
-whose sharded checkpoint resumes to the same weights. The processes run tests/distributed_worker.py."""
+accelerate's MULTI_CPU launch (DDP) and through accelerate's own FSDP2 preparation launched with the
+shipped accelerate_configs/fsdp2.yaml (the path a GPU run takes), whose sharded checkpoint resumes to the
+same weights. The processes run tests/distributed_worker.py."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def single_process():
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=True)
-    state = W.fresh_state(acc, None)
+    state = W.fresh_state(acc)
     init = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
     out = []
     for step in (1, 2):
@@ -76,12 +77,28 @@ def test_accelerate_launch_two_cpu_processes_match_one(tmp_path, single_process)
     _check_step1(tmp_path, single_process)
 
 
+def _fsdp2_launch(mode: str, out: Path, *flags: str) -> None:
+    """accelerate's launcher reads the shipped FSDP2 config (2 processes instead of 8)."""
+    _launch([sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/fsdp2.yaml",
+             "--num_processes", "2", "--main_process_port", _port(), *flags, "tests/distributed_worker.py", mode,
+             str(out)])
+
+
 def test_fsdp2_two_gloo_processes_match_one_and_resume(tmp_path, single_process):
     from transformers import AutoModelForCausalLM
 
-    _launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _port(),
-             "tests/distributed_worker.py", "fsdp2", str(tmp_path)])
+    # fp32 here, so that the 2-process step can equal the 1-process step to 1e-5 (bf16: the next test)
+    _fsdp2_launch("fsdp2", tmp_path, "--mixed_precision", "no")
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    # accelerate prepared the model (its FSDP2 class, DTensor parameters) ...
+    assert stats["is_fsdp2"] and stats["sharded"] and stats["model_class"] == "FSDPQwen2ForCausalLM", stats
+    # ... and refuses the optimizer prepared alone, which is what the old pipeline.distributed did
+    assert "When using FSDP2, a model and optimizer must be passed together" in stats["old_call_path_error"]
     _check_step1(tmp_path, single_process)
+    # the engine's stream (chunked gathers from the shards, cast to bf16) carries exactly the trained weights
+    streamed, step1 = torch.load(tmp_path / "streamed1.pt"), torch.load(tmp_path / "step1.pt")
+    assert set(streamed) == set(step1) - {"lm_head.weight"}  # tied head
+    assert all(torch.equal(streamed[k], step1[k].to(torch.bfloat16)) for k in streamed)
     _, (_, (ref2, _)) = single_process
     # the transformers checkpoint of step 1 is the gathered full state: from_pretrained loads it
     ckpt = tmp_path / "checkpoints" / "step-000001"
@@ -93,3 +110,21 @@ def test_fsdp2_two_gloo_processes_match_one_and_resume(tmp_path, single_process)
     step2 = torch.load(tmp_path / "step2.pt")
     assert _max_diff(step2["resumed"], step2["continued"]) <= 1e-6
     assert _max_diff(step2["continued"], ref2) <= TOL
+
+
+def test_fsdp2_bf16_policy_and_checkpoint_dtype(tmp_path):
+    """The shipped config's bf16: bf16 compute and all-gather, fp32 reduce, fp32 sharded master weights;
+    a model whose checkpoint was bf16 is saved back in bf16 (resume reads the fp32 shards)."""
+    from safetensors import safe_open
+
+    _fsdp2_launch("bf16", tmp_path)
+    got = json.loads((tmp_path / "bf16.json").read_text())
+    assert (got["param_dtype"], got["reduce_dtype"], got["output_dtype"]) == ("torch.bfloat16", "torch.float32",
+                                                                              "torch.float32")
+    assert got["master_dtypes"] == ["torch.float32"] and got["sharded"]
+    assert got["loss"] == got["loss"] and 0 < got["grad_norm"] < float("inf")
+    ckpt = tmp_path / "checkpoints" / "step-000001"
+    with safe_open(str(ckpt / "model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
+    assert json.loads((ckpt / "config.json").read_text())["dtype"] == "bfloat16"
+    assert (tmp_path / "checkpoints" / "training-state-000001" / "sharded" / ".metadata").is_file()

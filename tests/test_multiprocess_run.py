@@ -64,3 +64,24 @@ def test_two_process_run_is_killed_and_resumes(tmp_path, micro_path):
     assert list(zip(gen["group_id"], gen["slot"])) == sorted(zip(gen["group_id"], gen["slot"]))
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "step-000003") is not None
+
+
+def test_fsdp2_launch_runs_the_pipeline_and_evaluates_on_every_rank(tmp_path, micro_path):
+    """The shipped accelerate_configs/fsdp2.yaml (bf16, activation checkpointing), 2 gloo processes: the
+    run trains sharded (torch.distributed.checkpoint shards in its training states), evaluates with both
+    ranks decoding, and writes transformers checkpoints in the model's dtype."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/fsdp2.yaml",
+           "--num_processes", "2", "--main_process_port", _port(), "-m", "pipeline.train", "--config", "quickstart",
+           "--output-dir", str(out), *MICRO, "train.num_threads=1", "train.process_group_timeout_s=300"]
+    res = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for step in (1, 2):
+        assert (out / "checkpoints" / f"training-state-{step:06d}" / "sharded" / ".metadata").is_file()
+    # base and final evaluation: 6 problems x 1 sample, 3 decoded by each rank
+    assert res.stderr.count("evaluation: 6 requests decoded by 2 ranks ([3, 3])") == 2, res.stderr[-3000:]
+    assert (out / "eval" / "base" / "toy").is_dir() and (out / "eval" / "step-000002" / "toy").is_dir()
+    assert AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "step-000002") is not None

@@ -80,7 +80,9 @@ class SGLangBackend:
     @classmethod
     def from_config(cls, cfg: Any, *, model_path: str, seed: int) -> "SGLangBackend":
         sync = "tensor" if cfg.weight_sync == "auto" else cfg.weight_sync
-        engine_args = {"dtype": {"fp32": "float32", "bf16": "bfloat16"}[cfg.precision], **cfg.engine_args}
+        engine_args = {"dtype": {"fp32": "float32", "bf16": "bfloat16"}[cfg.precision],
+                       **({"mem_fraction_static": cfg.mem_fraction_static} if torch.cuda.is_available() else {}),
+                       **cfg.engine_args}  # colocated: the engine's share of the GPU (generate.mem_fraction_static)
         return cls(model_path, engine_args=engine_args, seed=seed, weight_sync=sync,
                    bucket_bytes=int(cfg.weight_bucket_mb * 2 ** 20))
 

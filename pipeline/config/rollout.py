@@ -83,6 +83,10 @@ class GenerateConfig:
     checkpoint; `auto` for `sglang_server`), `distributed` (`sglang_server`: broadcast over a process group)."""
     weight_bucket_mb: float = 512.0
     """Largest bucket of weights pushed to an SGLang engine in one call (MiB)."""
+    mem_fraction_static: float = 0.5
+    """`sglang` on CUDA (colocated with the trainer): fraction of GPU memory the engine takes for weights and
+    KV cache (SGLang's `mem_fraction_static`; its own default assumes the GPU is the engine's alone).
+    `engine_args.mem_fraction_static` overrides it; `prefix-rft plan` shows what it leaves the trainer."""
     server_urls: list[str] = field(default_factory=list)
     """`sglang_server`: base URLs of the SGLang servers (weights are pushed to each)."""
     router_url: str = ""
@@ -103,6 +107,7 @@ class GenerateConfig:
         _check(self.weight_sync != "distributed" or self.backend == "sglang_server", "generate.weight_sync",
                "`distributed` is for the sglang_server backend")
         _in_range(self.weight_bucket_mb, "generate.weight_bucket_mb", 1e-3)
+        _check(0 < self.mem_fraction_static < 1, "generate.mem_fraction_static", "must be in (0, 1)")
         _in_range(self.max_logprob_mismatch, "generate.max_logprob_mismatch", 0.0)
         _in_range(self.temperature, "generate.temperature", 1e-4)
         _in_range(self.min_new_tokens, "generate.min_new_tokens", 0)

@@ -174,11 +174,15 @@ class TrainConfig:
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
     """Experiment trackers through accelerate, main process only: `tensorboard` (offline, in
     <output-dir>/tensorboard), `wandb`, `trackio`; [] for none."""
+    process_group_timeout_s: int = 1800
+    """Timeout of every collective between training processes (NCCL / gloo), in seconds: how long a rank
+    waits for the others (e.g. while the main process writes a checkpoint) before the run fails."""
 
     def __post_init__(self) -> None:
         _in_range(self.total_steps, "train.total_steps", 1)
         _in_range(self.save_every, "train.save_every", 1)
         _in_range(self.keep_last, "train.keep_last", 1)
         _in_range(self.num_threads, "train.num_threads", 0)
+        _in_range(self.process_group_timeout_s, "train.process_group_timeout_s", 1)
         bad = sorted(set(self.trackers) - {"tensorboard", "wandb", "trackio"})
         _check(not bad, "train.trackers", f"unknown tracker(s) {bad}; choose from tensorboard, wandb, trackio")

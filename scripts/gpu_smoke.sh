@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# GPU smoke test: one CUDA GPU, no network, at most 8 minutes. Three checks of the GPU path, each a real
+# launch of the shipped code:
+#   1. quickstart steps on CUDA in bf16 (transformers rollout backend), one process;
+#   2. an accelerate FSDP2 launch (accelerate_configs/fsdp2.yaml) with 1 process for 3 steps;
+#   3. the update benchmark (scripts/bench_fsdp2.py) on a random Qwen2.5-1.5B-shaped model in bf16:
+#      tokens/s, MFU and peak GPU memory, one JSON line.
+# Writes runs/gpu_smoke/ (override with OUT=...). Every step has its own timeout; the script stops at the
+# first failure. Not run yet: no GPU machine has been available (docs/performance.md, "GPU smoke").
+#
+# Wheels it was written against (install before going offline; `pip install -e .` adds the rest):
+#   torch 2.13.0 (a CUDA 12.x build, e.g. --index-url https://download.pytorch.org/whl/cu128)
+#   accelerate 1.15.0, transformers 5.24.0, datasets 5.2.0, safetensors 0.8.0, tokenizers 0.23.3,
+#   math-verify 0.9.0, sympy 1.14.0, numpy 2.4.6, pyarrow 26.0.1, peft 0.21.2, PyYAML 6.0.4,
+#   tqdm 4.70.1, psutil 7.2.2, tensorboard 2.21.0
+#
+#   bash scripts/gpu_smoke.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+OUT=${OUT:-runs/gpu_smoke}
+mkdir -p "$OUT"
+start=$(date +%s)
+python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_smoke: no CUDA device')"
+python -c "import torch; print('gpu_smoke:', torch.cuda.get_device_name(), 'torch', torch.__version__)"
+
+echo "gpu_smoke 1/3: quickstart, 4 steps, CUDA bf16, transformers backend"
+rm -rf "$OUT/quickstart"
+timeout 240 python -m accelerate.commands.launch --config_file accelerate_configs/single_gpu.yaml \
+    -m pipeline.train --config quickstart --output-dir "$OUT/quickstart" \
+    train.total_steps=4 update.precision=bf16 generate.precision=bf16 eval.precision=bf16 eval.max_problems=32
+
+echo "gpu_smoke 2/3: accelerate FSDP2 launch (accelerate_configs/fsdp2.yaml), 1 process, 3 steps"
+rm -rf "$OUT/fsdp2"
+timeout 180 python -m accelerate.commands.launch --config_file accelerate_configs/fsdp2.yaml --num_processes 1 \
+    -m pipeline.train --config quickstart --output-dir "$OUT/fsdp2" \
+    train.total_steps=3 eval.at_start=false eval.at_end=false
+test -f "$OUT/fsdp2/checkpoints/training-state-000003/sharded/.metadata"
+
+echo "gpu_smoke 3/3: update benchmark, random Qwen2.5-1.5B-shaped model (28 layers), bf16, FSDP2, 1 process"
+timeout 150 python -m accelerate.commands.launch --config_file accelerate_configs/fsdp2.yaml --num_processes 1 \
+    scripts/bench_fsdp2.py --layers 28 --steps 3 --groups 4 --samples 8 --response-len 1024 | tee "$OUT/bench_fsdp2.json"
+
+echo "gpu_smoke: passed in $(( $(date +%s) - start ))s (limit 480s)"
