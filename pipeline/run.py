@@ -31,6 +31,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from pipeline import accounting, cache, methods, tracking
+from pipeline.backends.placement import generation_shard
 from pipeline import schema as S
 from pipeline.config import Config, dump_yaml, to_dict
 from pipeline.distributed import is_sharded, prepare_policy, rollout_model
@@ -236,7 +237,7 @@ class Run:
         if self._backend is None:
             self._backend = make_backend(self.cfg.generate, model=rollout_model(self.state.model, self.acc),
                                          pad_token_id=self.tokenizer.pad_token_id, model_path=self.base_path,
-                                         seed=self.cfg.train.seed)
+                                         seed=self.cfg.train.seed, model_cfg=self.cfg.model)
         return self._backend
 
     def policy_checkpoint(self, step: int) -> str:
@@ -288,10 +289,10 @@ class Run:
             backend = self.backend()
             backend.sync_weights(rollout_model(self.state.model, self.acc),  # sharded: a gathered copy
                                  checkpoint=self.policy_checkpoint(step - 1))
-            rows = list(range(self.acc.process_index, len(src), self.acc.num_processes))
+            rows = generate.shard_rows(src, *generation_shard(backend, self.acc.process_index, self.acc.num_processes))
             t0 = time.perf_counter()
             part = generate.run(src.select(rows), self.cfg.generate, backend=backend, stop_token_ids=self.stop_ids(),
-                                seed=self.cfg.train.seed, step=step)
+                                seed=self.cfg.train.seed, step=step, row_ids=rows)
             seconds = time.perf_counter() - t0
             ds = _merge_shards(self.acc, src, rows, part)
             tokens = sum(len(c) for c in S.column_lists(ds, S.COMPLETION_IDS)[S.COMPLETION_IDS]) if ds is not None else 0
