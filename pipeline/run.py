@@ -31,7 +31,6 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from pipeline import accounting, cache, methods, tracking
-from pipeline.backends.placement import generation_shard
 from pipeline import schema as S
 from pipeline.config import Config, dump_yaml, to_dict
 from pipeline.distributed import is_sharded, prepare_policy, rollout_model
@@ -289,7 +288,8 @@ class Run:
             backend = self.backend()
             backend.sync_weights(rollout_model(self.state.model, self.acc),  # sharded: a gathered copy
                                  checkpoint=self.policy_checkpoint(step - 1))
-            rows = generate.shard_rows(src, *generation_shard(backend, self.acc.process_index, self.acc.num_processes))
+            shard = generate.generation_shard(backend, self.acc.process_index, self.acc.num_processes)
+            rows = generate.shard_rows(src, *shard)  # whole groups per engine (or per process)
             t0 = time.perf_counter()
             part = generate.run(src.select(rows), self.cfg.generate, backend=backend, stop_token_ids=self.stop_ids(),
                                 seed=self.cfg.train.seed, step=step, row_ids=rows)

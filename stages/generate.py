@@ -18,6 +18,7 @@ from datasets import Dataset
 
 from pipeline import schema as S
 from pipeline.backends import Completion, GenerationRequest, RolloutBackend, SamplingParams
+from pipeline.backends.placement import generation_shard  # noqa: F401  (the orchestrator's shard of a step)
 from pipeline.config import GenerateConfig
 from pipeline.seeding import derive_seed
 

@@ -24,7 +24,7 @@ from pipeline.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
-# ServerArgs that make the engine run on a CPU (SGLANG.md §2); any engine_args entry overrides them
+# ServerArgs that make the engine run on a CPU (docs/sglang.md, conformance tier); engine_args override them
 CPU_ENGINE_DEFAULTS = {"device": "cpu", "attention_backend": "torch_native", "disable_cuda_graph": True,
                        "disable_overlap_schedule": True, "mem_fraction_static": 0.1, "max_total_tokens": 65536}
 
