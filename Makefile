@@ -25,5 +25,6 @@ test-fast: install-dev
 
 test-sglang:
 	venv="$$(bash tests/sglang/install.sh | tail -n 1)"; \
-	SGLANG_USE_CPU_ENGINE=1 PREFIX_RFT_TEST_CACHE="$${PREFIX_RFT_TEST_CACHE:-$$venv/prefix-rft-cache}" \
+	SGLANG_USE_CPU_ENGINE=1 PREFIX_RFT_REQUIRE_SGLANG=1 \
+	  PREFIX_RFT_TEST_CACHE="$${PREFIX_RFT_TEST_CACHE:-$$venv/prefix-rft-cache}" \
 	  "$$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sglang $(PYTEST_ARGS)

@@ -231,7 +231,7 @@ class Run:
         if self._backend is None:
             self._backend = make_backend(self.cfg.generate, model=engine_weights(self.cfg.generate, self.state.model, self.acc),
                                          pad_token_id=self.tokenizer.pad_token_id, model_path=self.base_path,
-                                         seed=self.cfg.train.seed)
+                                         seed=self.cfg.train.seed, model_cfg=self.cfg.model)
         return self._backend
 
     def policy_checkpoint(self, step: int) -> str:

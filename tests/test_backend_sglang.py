@@ -297,7 +297,7 @@ def test_server_backend_splits_requests_keeps_order_and_pushes_to_every_server(f
     outs = backend.generate(reqs, SamplingParams(1.0))
     assert [o.token_ids for o in outs] == [[100], [102], [102], [104], [104]]  # last input id + 100, in order
     gen = [[b["input_ids"] for p, b in s.seen if p == "/generate"] for s in fake_servers]
-    assert gen == [[[[0], [2], [4]]], [[[1, 2], [3, 4]]]]  # requests 0, 2, 4 | 1, 3 (prompt + prefix)
+    assert gen == [[[[0], [1, 2], [2]]], [[[3, 4], [4]]]]  # contiguous blocks 0-2 | 3-4 (prompt + prefix)
     fake_servers[1].busy_flushes = 2  # the second server answers 400 twice before its flush succeeds
     backend.sync_weights(tiny_qwen2(), checkpoint="/ckpt/step-000002")
     assert [p for p, _ in fake_servers[1].seen][-4:] == ["/update_weights_from_disk"] + ["/flush_cache"] * 3

@@ -86,11 +86,13 @@ def load_backend_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def make_backend(cfg: Any, *, model: Any, pad_token_id: int, model_path: str, seed: int) -> RolloutBackend:
+def make_backend(cfg: Any, *, model: Any, pad_token_id: int, model_path: str, seed: int,
+                 model_cfg: Any = None) -> RolloutBackend:
     """The backend `cfg.backend` (a `GenerateConfig`) names, serving `model`. Engines that run outside the
     trainer's module are built from `model_path` (the starting checkpoint) and get their weights by
-    `sync_weights`; `seed` is the run seed."""
+    `sync_weights`; `seed` is the run seed; `model_cfg` (a `ModelConfig`) carries the config patch the
+    policy is loaded with (RoPE base, position limit), which such engines must apply too."""
     cls = load_backend_class(cfg.backend)
     if cfg.backend == "transformers":
         return cls(model, pad_token_id=pad_token_id, batch_size=cfg.batch_size, precision=cfg.precision)
-    return cls.from_config(cfg, model_path=model_path, seed=seed)
+    return cls.from_config(cfg, model_path=model_path, seed=seed, model_cfg=model_cfg)

@@ -4,11 +4,16 @@ The only module of the project that imports sglang, and only when this backend i
 (`generate.backend: sglang`); `pipeline.imports.require` turns a missing install into a one-line error.
 
 Lifecycle (driven by `pipeline.run` through the `RolloutBackend` protocol):
-- boot: `sgl.Engine(model_path=<starting checkpoint>, skip_tokenizer_init=True, random_seed=<from the run
-  seed>, **generate.engine_args)`; on a CUDA machine with `enable_memory_saver` (default there) so release
-  really frees memory, on `base_gpu_id` = this process's device; on a CPU the CPU defaults of `sglang_protocol.py`
-  (`SGLANG_USE_CPU_ENGINE=1`, torch_native attention, no CUDA graphs). `tp_size`, `dp_size` and every
-  other ServerArgs field pass through `engine_args` unchanged.
+- boot: `sgl.Engine(model_path=<starting checkpoint>, skip_tokenizer_init=True, **generate.engine_args)`
+  plus what the launch decides (`placement.py`): one engine per engine group (tp x pp x dp GPUs), booted
+  by the group's first rank at `base_gpu_id` = its device, `random_seed` distinct per engine, `port` /
+  `nccl_port` distinct per engine on a node; and `json_model_override_args` carrying the policy's config
+  patch (`model.rope_theta`, `model.max_position_embeddings`), so the engine serves the same RoPE and
+  context as the trainer. On a CUDA machine with `enable_memory_saver` (default there) so release really
+  frees memory; on a CPU the defaults of docs/sglang.md (`SGLANG_USE_CPU_ENGINE=1`, torch_native
+  attention, no CUDA graphs). Every other ServerArgs field passes through `engine_args` unchanged. The
+  other ranks of an engine group hold no engine: they generate no rows and take part in weight
+  gathering only.
 - `release()` before the update: `release_memory_occupation()` (KV cache, weights, CUDA graphs; the
   engine must be idle, which it is between stages).
 - `sync_weights(model, checkpoint)` before generation: resume the weights, push them in bounded buckets
@@ -24,6 +29,7 @@ the same. What has and has not run on a GPU is listed in the README ("SGLang bac
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -33,8 +39,9 @@ from typing import Any
 import torch
 
 from pipeline.backends import Completion, GenerationRequest, SamplingParams
+from pipeline.backends import placement as P
 from pipeline.backends.sglang_protocol import (CPU_ENGINE_DEFAULTS, check_ok, engine_seed, generate_in_order,
-                                               merge_engine_args, push_weights)
+                                               merge_engine_args, model_overrides, push_weights)
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +54,59 @@ def _import_sglang(device: str) -> Any:
     return require("sglang", "generate.backend: sglang")
 
 
+def installed_version() -> str:
+    """`sglang-<version>` of the installed package, without importing it."""
+    from importlib.metadata import version
+
+    from pipeline.imports import check_available
+
+    check_available("sglang")
+    return f"sglang-{version('sglang')}"
+
+
 def default_engine_args() -> dict[str, Any]:
     """ServerArgs defaults for this machine (engine_args override them)."""
     if torch.cuda.is_available():
-        return {"device": "cuda", "base_gpu_id": torch.cuda.current_device(), "enable_memory_saver": True}
+        return {"device": "cuda", "enable_memory_saver": True}
     return dict(CPU_ENGINE_DEFAULTS)
+
+
+def merge_overrides(user: Any, ours: dict[str, Any]) -> str:
+    """`json_model_override_args`: the user's (a JSON string or a mapping) plus the policy's config patch;
+    a user value that contradicts the patch is an error naming the field."""
+    from pipeline.errors import ConfigError
+
+    theirs = json.loads(user) if isinstance(user, str) else dict(user or {})
+    for key, value in ours.items():
+        if key in theirs and theirs[key] != value:
+            raise ConfigError(f"generate.engine_args.json_model_override_args sets {key}={theirs[key]!r}, but the "
+                              f"policy is loaded with {key}={value!r} (model.rope_theta / "
+                              "model.max_position_embeddings); remove it from engine_args")
+    return json.dumps({**theirs, **ours}, sort_keys=True)
+
+
+def engine_args_for(user: dict[str, Any], *, model_path: str, seed: int, overrides: dict[str, Any],
+                    where: P.Placement, cuda: bool, current_device: int = 0, device_count: int = 0) -> dict[str, Any]:
+    """Every `sgl.Engine` keyword of this rank's engine: machine defaults < engine_args < placement
+    (base GPU, ports, per-engine seed) and the policy's config overrides < what the adapter needs."""
+    user = dict(user)
+    base_seed = user.pop("random_seed", seed)
+    placed: dict[str, Any] = {**P.engine_ports(where, user), "random_seed": engine_seed(base_seed, where.engine_index)}
+    if cuda and where.leader:  # the other ranks of the group boot nothing
+        placed.update(P.gpu_args(where, user, current_device, device_count))
+    if overrides or "json_model_override_args" in user:
+        placed["json_model_override_args"] = merge_overrides(user.pop("json_model_override_args", None), overrides)
+    user = {k: v for k, v in user.items() if k not in placed}
+    return merge_engine_args({**(default_engine_args() if cuda else dict(CPU_ENGINE_DEFAULTS)), **placed}, user,
+                             {"model_path": str(model_path), "skip_tokenizer_init": True})
 
 
 class SGLangBackend:
     name = "sglang"
 
     def __init__(self, model_path: str, *, engine_args: dict[str, Any] | None = None, seed: int = 0,
-                 weight_sync: str = "tensor", bucket_bytes: int = 512 * 2 ** 20, engine: Any = None):
+                 weight_sync: str = "tensor", bucket_bytes: int = 512 * 2 ** 20, engine: Any = None,
+                 overrides: dict[str, Any] | None = None, placement: P.Placement | None = None):
         if weight_sync not in ("tensor", "disk"):
             raise ValueError(f"weight_sync={weight_sync!r}: the in-process engine takes `tensor` or `disk`")
         self.weight_sync = weight_sync
@@ -66,25 +114,41 @@ class SGLangBackend:
         self.last_push: dict[str, float] = {}
         self._released = False
         self._closed = False
+        user = dict(engine_args or {})
+        self.placement = placement or P.from_env(user)
+        self.engine_args: dict[str, Any] = {}
         if engine is not None:  # an engine built elsewhere (tests of the bookkeeping use a fake one)
             self.engine, self._version = engine, getattr(engine, "version", "sglang-unknown")
             return
-        args = merge_engine_args(default_engine_args(), dict(engine_args or {}),
-                                 {"model_path": str(model_path), "skip_tokenizer_init": True})
-        args.setdefault("random_seed", engine_seed(seed))
-        sgl = _import_sglang(str(args.get("device", "")))
-        log.info("booting sgl.Engine %s", {k: v for k, v in args.items() if k != "model_path"})
-        self.engine = sgl.Engine(**args)
+        cuda = torch.cuda.is_available() and str(user.get("device", "cuda")).startswith("cuda")
+        self.engine_args = engine_args_for(
+            user, model_path=model_path, seed=seed, overrides=overrides or {}, where=self.placement, cuda=cuda,
+            current_device=torch.cuda.current_device() if cuda else 0,
+            device_count=torch.cuda.device_count() if cuda else 0)
+        if not self.placement.leader:  # another rank of this engine group boots and drives the engine
+            self.engine, self._version = None, installed_version()
+            return
+        sgl = _import_sglang(str(self.engine_args.get("device", "")))
         self._version = f"sglang-{sgl.__version__}"
+        log.info("booting sgl.Engine %s", {k: v for k, v in self.engine_args.items() if k != "model_path"})
+        self.engine = sgl.Engine(**self.engine_args)
 
     @classmethod
-    def from_config(cls, cfg: Any, *, model_path: str, seed: int) -> "SGLangBackend":
+    def from_config(cls, cfg: Any, *, model_path: str, seed: int,
+                    model_cfg: Any = None) -> "SGLangBackend":
         sync = "tensor" if cfg.weight_sync == "auto" else cfg.weight_sync
         engine_args = {"dtype": {"fp32": "float32", "bf16": "bfloat16"}[cfg.precision],
                        **({"mem_fraction_static": cfg.mem_fraction_static} if torch.cuda.is_available() else {}),
                        **cfg.engine_args}  # colocated: the engine's share of the GPU (generate.mem_fraction_static)
+        overrides = model_overrides(model_cfg.rope_theta, model_cfg.max_position_embeddings) if model_cfg else {}
         return cls(model_path, engine_args=engine_args, seed=seed, weight_sync=sync,
-                   bucket_bytes=int(cfg.weight_bucket_mb * 2 ** 20))
+                   bucket_bytes=int(cfg.weight_bucket_mb * 2 ** 20), overrides=overrides)
+
+    @property
+    def generation_shard(self) -> tuple[int | None, int]:
+        """Rows are sharded over engines: the leader of engine i generates shard i; the rest none."""
+        p = self.placement
+        return (p.engine_index if p.leader else None), p.num_engines
 
     def version(self) -> str:
         return self._version
@@ -92,9 +156,15 @@ class SGLangBackend:
     def _live(self) -> Any:
         if self._closed:
             raise RuntimeError("the SGLang engine was shut down")
+        if self.engine is None:
+            raise RuntimeError(f"rank {self.placement.rank} runs no SGLang engine (local rank "
+                               f"{self.placement.local_rank - self.placement.local_rank % self.placement.per_engine} "
+                               "drives its engine group)")
         return self.engine
 
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
+        if not requests and self.engine is None and not self._closed:
+            return []
         engine = self._live()
         if self._released:
             self.resume()
@@ -106,6 +176,11 @@ class SGLangBackend:
         return generate_in_order(requests, sampling, call)
 
     def sync_weights(self, model: Any, checkpoint: str | None = None) -> None:
+        if self.engine is None and not self._closed:  # walk the stream: sharded tensors gather collectively
+            if self.weight_sync == "tensor":
+                push_weights(model, self.bucket_bytes, begin=lambda: None, push=lambda b: None, end=lambda: None,
+                             pusher=False)
+            return
         engine = self._live()
         released = self._released
         if released:  # weights first, KV cache after the push: the lower peak on a shared GPU
@@ -138,7 +213,7 @@ class SGLangBackend:
             check_ok(engine.update_weights_from_disk(tmp), "update_weights_from_disk")
 
     def release(self) -> None:
-        if not self._released:
+        if not self._released and self.engine is not None:
             self.flush_cache()  # waits for an idle scheduler: release_memory_occupation asserts idleness
             self._live().release_memory_occupation()
             self._released = True
@@ -147,6 +222,8 @@ class SGLangBackend:
         """Drop the prefix cache, waiting for an idle scheduler. `generate` can return before the scheduler
         has cleared its last batch; SGLang's flush then answers success=False (and a release in that state
         fails an assertion that kills the engine), so the flush is retried until it succeeds."""
+        if self.engine is None:
+            return
         deadline = time.monotonic() + timeout_s
         while True:
             result = self._live().flush_cache()
@@ -158,11 +235,12 @@ class SGLangBackend:
             time.sleep(0.02)
 
     def resume(self) -> None:
-        if self._released:
+        if self._released and self.engine is not None:
             self._live().resume_memory_occupation()
             self._released = False
 
     def shutdown(self) -> None:
         if not self._closed:
             self._closed = True
-            self.engine.shutdown()
+            if self.engine is not None:
+                self.engine.shutdown()

@@ -1,10 +1,12 @@
 """What the two SGLang backends share, without importing sglang: request and response conversion,
-the engine seed, CPU defaults, and the bucketed weight-push session.
+the engine seeds, the model-config overrides, CPU defaults, and the bucketed weight-push session.
 
 Requests go in as token ids (prompt ids + forced prefix ids; the engine runs with
 `skip_tokenizer_init`), one sampling-parameter dict per request carrying its own `sampling_seed`. SGLang
-honours `sampling_seed` only with `enable_deterministic_inference` (fa3/flashinfer/triton attention,
-i.e. GPUs); otherwise sampling draws from the engine's generator, seeded once from the run seed.
+0.5.23 honours `sampling_seed` only with `enable_deterministic_inference` (fa3/flashinfer/triton
+attention, i.e. GPUs; `sampling_batch_info.py` fills the seeds only then); otherwise each row draws from
+the engine's torch generator, seeded once per engine with `engine_seed(run seed, engine index)`: rows of
+one batch draw different numbers, and no two engines of a run share a seed.
 Responses carry `output_ids` (continuation, a matched stop token included), `meta_info.
 output_token_logprobs` as (log-prob, token, None) triples of log softmax(logits / T) over the
 untruncated distribution, and `meta_info.finish_reason` ({"type": "stop"|"length"|"abort", ...}).
@@ -22,15 +24,44 @@ from pipeline.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
-# ServerArgs that make the engine run on a CPU (the conformance tier of docs/sglang.md); any engine_args
-# entry overrides them
+# ServerArgs that make the engine run on a CPU (docs/sglang.md, conformance tier); engine_args override them
 CPU_ENGINE_DEFAULTS = {"device": "cpu", "attention_backend": "torch_native", "disable_cuda_graph": True,
                        "disable_overlap_schedule": True, "mem_fraction_static": 0.1, "max_total_tokens": 65536}
 
 
-def engine_seed(run_seed: int) -> int:
-    """The engine's `random_seed` (SGLang seeds python, numpy and torch with it: < 2**31)."""
-    return derive_seed(run_seed, "sglang-engine") % (2 ** 31)
+def engine_seed(run_seed: int, engine_index: int = 0) -> int:
+    """The `random_seed` of engine `engine_index` of a run (SGLang seeds python, numpy and torch with it:
+    < 2**31). Distinct per engine: identically seeded engines given the same requests sample the same."""
+    return derive_seed(run_seed, "sglang-engine", engine_index) % (2 ** 31)
+
+
+def model_overrides(rope_theta: float | None, max_position_embeddings: int | None) -> dict[str, Any]:
+    """SGLang `json_model_override_args` (as a dict) that apply the policy's load-time config patch
+    (`model.rope_theta`, `model.max_position_embeddings`; `pipeline.policy.patched_config`) to the engine.
+    SGLang 0.5.23 (transformers 5) reads the RoPE base from `rope_parameters` and merges a dict override
+    into it (`utils/hf_transformers/config.py get_config`), and derives its context length from
+    `max_position_embeddings` (`get_context_length`)."""
+    out: dict[str, Any] = {}
+    if rope_theta is not None:
+        out["rope_parameters"] = {"rope_theta": float(rope_theta)}
+    if max_position_embeddings is not None:
+        out["max_position_embeddings"] = int(max_position_embeddings)
+    return out
+
+
+def overrides_missing(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """Keys of `expected` that `actual` (a server's parsed json_model_override_args) does not set to the
+    same value (dict values: every expected entry present and equal)."""
+    missing = []
+    for key, value in expected.items():
+        have = actual.get(key)
+        if isinstance(value, dict):
+            ok = isinstance(have, dict) and all(have.get(k) == v for k, v in value.items())
+        else:
+            ok = have == value
+        if not ok:
+            missing.append(key)
+    return missing
 
 
 def request_seed(seed: int) -> int:

@@ -76,7 +76,8 @@ class GenerateConfig:
     engine runs in float32 / bfloat16 unless `engine_args` sets `dtype`."""
     engine_args: dict[str, Any] = field(default_factory=dict)
     """`sglang` backend: extra `sgl.Engine` keyword arguments (SGLang ServerArgs fields, passed through),
-    e.g. `{tp_size: 2, dp_size: 1, mem_fraction_static: 0.4, dtype: bfloat16}`."""
+    e.g. `{tp_size: 2, dp_size: 1, mem_fraction_static: 0.4, dtype: bfloat16}`. `port`, `nccl_port`,
+    `base_gpu_id` and `random_seed` are bases that each engine offsets by its index (docs/sglang.md)."""
     weight_sync: Literal["auto", "tensor", "disk", "distributed"] = "auto"
     """How new weights reach an SGLang engine after each update: `tensor` (bucketed
     update_weights_from_tensor; `auto` for `sglang`), `disk` (update_weights_from_disk of the step's

@@ -23,6 +23,8 @@ if not _has_cuda():  # before anything imports sglang (a CPU engine must be sele
     os.environ.setdefault("SGLANG_USE_CPU_ENGINE", "1")
 
 SKIP = pytest.mark.skipif(not is_sglang_available(), reason="needs the real SGLang engine: make test-sglang")
+if os.environ.get("PREFIX_RFT_REQUIRE_SGLANG") == "1" and not is_sglang_available():  # the tier's own venv (CI)
+    raise pytest.UsageError("PREFIX_RFT_REQUIRE_SGLANG=1 but sglang is not importable: the tier would be skipped")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -108,7 +108,8 @@ def test_tensor_parallel_generates_like_one_gpu(engine, micro_path, micro_reques
 
     one = engine.generate(micro_requests, greedy(stop_ids))
     engine.release()  # leave room for the tp=2 engine on GPU 0
-    tp = SGLangBackend(str(micro_path), engine_args=_args(tp_size=2, mem_fraction_static=0.2), seed=0)
+    # its own ports: the first engine still holds 30000/30001 (pipeline/backends/placement.py)
+    tp = SGLangBackend(str(micro_path), engine_args=_args(tp_size=2, mem_fraction_static=0.2, port=30100), seed=0)
     try:
         two = tp.generate(micro_requests, greedy(stop_ids))
     finally:
