@@ -28,7 +28,6 @@ from typing import Any, Callable
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 
 from pipeline import accounting, cache, methods, tracking
 from pipeline import schema as S
@@ -36,11 +35,13 @@ from pipeline.config import Config, dump_yaml, to_dict
 from pipeline.distributed import is_sharded, prepare_policy, rollout_model
 from pipeline.errors import UserError
 from pipeline.mismatch import check_logprob_mismatch
+from pipeline.logs import StepBar
 from pipeline.lora import load_policy_model
 from pipeline.policy import (TrainState, checkpoint_dir, load_model, load_tokenizer, load_training_state,
                              model_fingerprint, prune_checkpoints, resolve_model_path,
                              save_checkpoint, training_state_dir)
 from pipeline.prompts import end_of_turn_ids, stop_token_ids
+from pipeline.run_outputs import outputs_lines, run_outputs
 from stages import curate, generate, prefixes, replay, reward, update
 
 log = logging.getLogger(__name__)
@@ -498,7 +499,7 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
         evaluate_step(run, 0, validation=True)  # step 0 of the validation curve
     if cfg.eval.validation_every and start and start % cfg.eval.validation_every == 0 and cfg.eval.suites:
         evaluate_step(run, start, validation=True)  # cached; a crash may have come between an update and this
-    bar = tqdm(total=cfg.train.total_steps, initial=start, desc="steps", disable=not acc.is_main_process)
+    bar = StepBar(cfg.train.total_steps, start, enabled=acc.is_main_process)
     for step in range(start + 1, cfg.train.total_steps + 1):
         t = time.time()
         for stage in methods.step_stages(cfg, step):
@@ -533,6 +534,7 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
         over_steps(run.out / "eval" / "accuracy_over_steps.png", run_points(run.out))
     summary = _summary(run, base_eval, final_eval, time.time() - t_start)
     if acc.is_main_process:
+        summary.update(run_outputs(run.out, summary, cfg.train.trackers))
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(format_summary(summary), flush=True)
     return summary
@@ -597,4 +599,4 @@ def format_summary(s: dict[str, Any]) -> str:
                          f"last quarter {s['reward_on_policy_last_quarter']:.3f}")
     lines += ["", f"final checkpoint  {s['final_checkpoint']}", f"step metrics      {s['metrics']}",
               f"evaluations       {s['eval_dir']}", f"summary           {s['output_dir']}/summary.json"]
-    return "\n".join(lines)
+    return "\n".join(lines + outputs_lines(s))
