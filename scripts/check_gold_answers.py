@@ -44,7 +44,8 @@ def main() -> None:
     pairs = cross_pairs(rows, args.shifts)
     res = math_verify_reward([SOLUTION.format(rows[i]["answer"]) for i, _ in pairs],
                              [rows[j]["answer"] for _, j in pairs], timeout_s=args.timeout_s)
-    ones = [{"completion": f"{rows[i]['id']}: {rows[i]['answer']}", "reference": f"{rows[j]['id']}: {rows[j]['answer']}"}
+    ones = [{"completion": f"{rows[i]['id']}: {rows[i]['answer']}",
+             "reference": f"{rows[j]['id']}: {rows[j]['answer']}"}
             for (i, j), s in zip(pairs, res) if s[0] == 1.0]
     statuses: dict[str, int] = {}
     for s in res:

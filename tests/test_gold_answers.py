@@ -50,7 +50,8 @@ def test_every_gold_answer_scores_one_against_itself(rows):
 def test_answers_of_different_problems_score_zero(rows):
     pairs = cross_pairs(rows, shifts=1)
     assert len(pairs) > 1400
-    res = math_verify_reward([SOLUTION.format(rows[i]["answer"]) for i, _ in pairs], [rows[j]["answer"] for _, j in pairs])
+    res = math_verify_reward([SOLUTION.format(rows[i]["answer"]) for i, _ in pairs],
+                             [rows[j]["answer"] for _, j in pairs])
     ones = {(rows[i]["id"], rows[j]["id"]) for (i, j), r in zip(pairs, res) if r[0] == 1.0}
     assert ones == EQUAL_PAIRS
     assert sum(r[1] == "ok" for r in res) >= len(pairs) - 5  # graded, not refused or timed out
