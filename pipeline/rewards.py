@@ -123,6 +123,8 @@ def grade_math(response: str, reference: str, after_think: bool) -> Result:
         return 0.0, "no_answer", ""
     if screen_answer(boxed) is not None:
         return 0.0, "no_answer", boxed[:MAX_BOXED_CHARS]
+    if boxed.strip() == str(reference).strip():
+        return 1.0, "ok", boxed  # the reference's own text: no sympy (simplify on a long formula takes seconds)
     gold = _parse(str(reference))
     if not gold:
         return 0.0, "error", boxed
