@@ -54,4 +54,5 @@ def test_answers_of_different_problems_score_zero(rows):
                              [rows[j]["answer"] for _, j in pairs])
     ones = {(rows[i]["id"], rows[j]["id"]) for (i, j), r in zip(pairs, res) if r[0] == 1.0}
     assert ones == EQUAL_PAIRS
-    assert sum(r[1] == "ok" for r in res) >= len(pairs) - 5  # graded, not refused or timed out
+    # every answer parses as a completion and as a reference (a timeout is the machine's load, not the answer)
+    assert [(rows[i]["id"], r[1]) for (i, _), r in zip(pairs, res) if r[1] not in ("ok", "timeout")] == []
