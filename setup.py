@@ -12,11 +12,13 @@ CORE = [
     "math-verify>=0.7",
     "pyyaml>=6.0",
     "numpy",
+    "tensorboard>=2.15",  # the default tracker (train.trackers)
+    "matplotlib>=3.8",  # the plots every run and evaluation writes
 ]
 
 EXTRAS = {
-    "dev": ["pytest>=8", "matplotlib>=3.8", "tensorboard>=2.15"],
-    "plots": ["matplotlib>=3.8"],
+    "dev": ["pytest>=8"],
+    "plots": [],  # kept for old install lines: matplotlib is a core requirement
     # the production rollout engine (generate.backend: sglang); GPU machines only: it pins CUDA torch 2.14.1.
     # On a CPU the real engine runs only in the conformance venv of tests/sglang/install.sh (make test-sglang).
     "sglang": ["sglang==0.5.23"],

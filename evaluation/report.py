@@ -4,7 +4,7 @@
   the paper's headline; `general`: ARC-C, GPQA-Diamond, MMLU-Pro), the eval config.
 - `results.md`: one row per suite (metric, accuracy ± s.e., problems, samples, pass@max-k, no-answer and
   truncation rates) and the macro averages; over checkpoints, one column per checkpoint.
-- plots (when matplotlib is installed, `pip install -e .[plots]`): `accuracy.png` (bars with ± s.e.),
+- plots (matplotlib): `accuracy.png` (bars with ± s.e.),
   `pass_at_k.png` (suites with more than one sample per problem), `accuracy_over_steps.png` (several
   checkpoints, or a training run's base / validation / final evaluations).
 """

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
+from typing import Any
 
 
 def setup_logging() -> None:
@@ -22,3 +24,33 @@ def setup_logging() -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+class StepBar:
+    """The progress bar over training steps, on the main process, and only when stderr is a terminal:
+    there, log lines are written above the bar (tqdm's logging redirect), so per-step lines never tear
+    it apart; into a file or a pipe there is no bar, and the per-step log lines are the progress."""
+
+    def __init__(self, total: int, initial: int, enabled: bool = True, stream: Any = None):
+        from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        stream = stream or sys.stderr
+        self.live = bool(enabled and getattr(stream, "isatty", lambda: False)())
+        self.bar = tqdm(total=total, initial=initial, desc="steps", disable=not self.live, file=stream,
+                        dynamic_ncols=True)
+        self._redirect = logging_redirect_tqdm(tqdm_class=tqdm) if self.live else None
+        if self._redirect is not None:
+            self._redirect.__enter__()
+
+    def set_postfix_str(self, text: str) -> None:
+        self.bar.set_postfix_str(text)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None

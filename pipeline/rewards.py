@@ -65,10 +65,21 @@ def last_boxed(text: str) -> str | None:
         pos = start  # malformed or oversized box: look at an earlier one
 
 
+# Warm-up grades, run before hardening on these constant strings only: they pay the parser's and
+# sympy's lazy initialisation (imports that parse sympy's own strings, caches), which would otherwise
+# eat the first items' time limits in every fresh worker, or fail once hardened.
+WARM_UP = (("x = \\frac{1}{2}", "0.5"), ("(x+1)^2", "x^2+2x+1"), ("\\sin^2 x + \\cos^2 x", "1"),
+           ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"), ("[1, 2)", "[1,2)"), ("\\{1, 2\\}", "\\{2, 1\\}"),
+           ("\\frac{10!}{2^{5}}", "113400"), ("90^\\circ", "90"),
+           ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"),
+           ("1 + i", "i + 1"), ("\\log_2 8", "3"), ("50\\%", "0.5"))
+
+
 def prepare_worker() -> None:
-    """Run once in each scoring worker before it announces itself ready: no string reaches `eval`
-    (answer_guard), and one warm-up grade pays the parser's lazy initialisation (seconds on a loaded
-    machine), which would otherwise eat the first item's time limit in every fresh worker."""
+    """Run once in each scoring worker before it announces itself ready: WARM_UP grades on trusted
+    strings, then `harden_sympy` (no string of a completion reaches `eval` from here on)."""
+    for boxed, reference in WARM_UP:
+        grade_math(f"\\boxed{{{boxed}}}", reference, False)
     harden_sympy()
     grade_math("\\boxed{x = \\frac{1}{2}}", "0.5", False)
 
@@ -112,6 +123,8 @@ def grade_math(response: str, reference: str, after_think: bool) -> Result:
         return 0.0, "no_answer", ""
     if screen_answer(boxed) is not None:
         return 0.0, "no_answer", boxed[:MAX_BOXED_CHARS]
+    if boxed.strip() == str(reference).strip():
+        return 1.0, "ok", boxed  # the reference's own text: no sympy (simplify on a long formula takes seconds)
     gold = _parse(str(reference))
     if not gold:
         return 0.0, "error", boxed

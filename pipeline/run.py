@@ -30,7 +30,6 @@ from typing import Any
 import torch
 import yaml
 from accelerate.utils import broadcast_object_list
-from tqdm.auto import tqdm
 
 from evaluation.plots import over_steps
 from evaluation.report import run_points
@@ -47,10 +46,12 @@ from pipeline.distributed import engine_weights, is_sharded, prepare_policy
 from pipeline.distributed import make_accelerator as build_accelerator
 from pipeline.errors import UserError
 from pipeline.imports import check_available
+from pipeline.logs import StepBar
 from pipeline.lora import load_policy_model
 from pipeline.memplan import check_launch
 from pipeline.policy import TrainState, load_model, load_tokenizer, model_fingerprint, resolve_model_path
 from pipeline.prompts import end_of_turn_ids, stop_token_ids
+from pipeline.run_outputs import run_outputs
 from pipeline.summary import format_summary, log_step, run_summary, validation_metrics
 from stages import STAGES, step_stages
 
@@ -341,7 +342,7 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
     run.load_policy(start, with_optimizer=True)
     tracking.start(acc, cfg, run.out)
     base_eval = _start_evaluations(run, start)
-    bar = tqdm(total=cfg.train.total_steps, initial=start, desc="steps", disable=not acc.is_main_process)
+    bar = StepBar(cfg.train.total_steps, start, enabled=acc.is_main_process)
     for step in range(start + 1, cfg.train.total_steps + 1):
         t = time.time()
         for stage in step_stages(cfg, step):
@@ -366,6 +367,7 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
     summary = run_summary(run.out, cfg.train.total_steps, checkpoint_dir(run.out, cfg.train.total_steps),
                           base_eval, final_eval, time.time() - t_start)
     if acc.is_main_process:
+        summary.update(run_outputs(run.out, summary, cfg.train.trackers))
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(format_summary(summary), flush=True)
     return summary

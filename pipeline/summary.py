@@ -9,6 +9,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline.run_outputs import outputs_lines
+
 log = logging.getLogger(__name__)
 
 
@@ -87,4 +89,4 @@ def format_summary(s: dict[str, Any]) -> str:
                          f"last quarter {s['reward_on_policy_last_quarter']:.3f}")
     lines += ["", f"final checkpoint  {s['final_checkpoint']}", f"step metrics      {s['metrics']}",
               f"evaluations       {s['eval_dir']}", f"summary           {s['output_dir']}/summary.json"]
-    return "\n".join(lines)
+    return "\n".join(lines + outputs_lines(s))

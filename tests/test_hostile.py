@@ -34,6 +34,12 @@ def test_hostile_corpus_scored_within_limit():
     ("10^{10^{10}}", True), ("(10^{10})!", True), ("((100!)!)!", True), ("(x+1)^{1000}", True),
     ("{" * 9 + "1" + "}" * 9, True), ("\uff11\uff18", True), ("1\x008", True),
     ("2^{3^{2}}", False), ("5!", False), ("\\frac{1}{2}", False), ("2^{100}", False), ("x^{10}", False),
+    # factorials are judged by their argument, not refused on sight; `\\!` is LaTeX spacing, not a factorial
+    ("100000!", True), ("(2^{20})!", True), ("(5!)!", True), ("\\Gamma(10^{5})", True), ("\\binom{10^{10}}{3}", True),
+    ("\\sum_{n=1}^{10^{10}} n", True), ("\\int_0^1 e^{-x^{100}} dx", True),
+    ("11,\\! 111,\\! 111,\\! 100", False), ("\\frac{100!}{2^{50}}", False), ("\\frac{d !}{2 k(d-k) !}", False),
+    ("9999!", False), ("n!!", False), ("\\binom{100}{50}", False), ("\\sum_{k=1}^{n} k^2", False), ("x^{1000}", False),
+    ("2^{100} x", False),
 ])
 def test_screen_answer(content, refused):
     assert (screen_answer(content) is not None) == refused

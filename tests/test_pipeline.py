@@ -46,11 +46,13 @@ def test_run_directory_contract(finished_run):
 
     out, summary = finished_run
     assert (out / "config.yaml").is_file()
-    assert len(load_from_disk(str(out / "curate" / "data"))) > 0
+    assert len(load_from_disk(str(out / "curate" / "data"))) > 0  # the path the README documents
+    assert len(load_from_disk(str(out / "eval" / "base" / "toy" / "data"))) == 6
     for step in (1, 2):
         for stage in STAGES:
             folder = out / "steps" / f"{step:06d}" / stage
             assert cache.folder_status(folder) == "complete", folder
+            assert len(load_from_disk(str(folder / "data"))) > 0, folder
             meta = json.loads((folder / "meta.json").read_text())
             assert meta["fingerprint"] and "seconds" in meta["stats"] and meta["stats"]["rows"] > 0
     gen_meta = json.loads((out / "steps/000001/generate/meta.json").read_text())
@@ -65,6 +67,21 @@ def test_run_directory_contract(finished_run):
         assert key in row, key
     assert summary["eval"]["toy"]["base"]["problems"] == 6 and summary["eval"]["toy"]["final"] is not None
     assert (out / "eval" / "base" / "toy" / cache.MARKER).is_file()
+
+
+def test_run_lists_its_plots_and_tensorboard_command(finished_run):
+    from pipeline.run import format_summary
+
+    out, summary = finished_run
+    names = ["reward.png", "prefix_ratio.png", "entropy.png", "accuracy_by_level.png"]
+    assert summary["plots"][:4] == [str(out / "plots" / n) for n in names]
+    assert summary["plots"][4] == str(out / "eval" / "accuracy_over_steps.png")
+    for path in summary["plots"]:
+        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["tensorboard"] == f"tensorboard --logdir {out / 'tensorboard'}"
+    text = format_summary(summary)
+    assert text.endswith(f"curves in tensorboard:  tensorboard --logdir {out / 'tensorboard'}")
+    assert all(f"  {p}" in text for p in summary["plots"])
 
 
 @pytest.mark.parametrize("stage", ("curate",) + STAGES)

@@ -93,3 +93,34 @@ def test_scoring_works_from_a_script_without_a_main_guard(tmp_path):
                       "print(math_verify_reward(['\\\\boxed{3}'], ['3'])[0])\n")
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "(1.0, 'ok', '3')" in res.stdout, res.stderr[-2000:]
+
+
+# (completion's boxed answer, reference): symbolic equivalences, and a few non-equivalences
+EQUIVALENCES = [
+    ("(x+1)^2", "x^2+2x+1"), ("x^2+2x+1", "(x+1)^2"), ("(x-1)(x+1)", "x^2-1"), ("\\frac{x^2-1}{x-1}", "x+1"),
+    ("\\sin^2 x + \\cos^2 x", "1"), ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"), ("2\\sqrt{2}", "\\sqrt{8}"),
+    ("\\sqrt[3]{27}", "3"), ("e^{\\ln 2}", "2"), ("\\log_2 8", "3"), ("\\binom{5}{2}", "10"), ("5!", "120"),
+    ("\\frac{100!}{2^{50}}", "\\frac{100!}{2^{50}}"), ("\\frac{d!}{2k(d-k)!}", "\\frac{d !}{2 k(d-k) !}"),
+    ("11111111100", "11,\\! 111,\\! 111,\\! 100"), ("\\tan\\frac{\\pi}{4}", "1"), ("\\cos\\frac{\\pi}{3}", "\\frac12"),
+    ("\\frac{6}{8}", "\\frac34"), ("10^{3}", "1000"), ("\\frac{2}{4}", "0.5"), ("2(a+b)", "2a+2b"),
+    ("\\frac{1}{x}+\\frac{1}{y}", "\\frac{x+y}{xy}"), ("(x+1)^3", "x^3+3x^2+3x+1"), ("\\{3, 1, 2\\}", "\\{1, 2, 3\\}"),
+    ("[0, 1)", "[0,1)"),
+    ("(x+1)^2", "x^2+1"), ("\\sqrt{2}", "1.41"), ("x^2-1", "(x-1)^2"), ("\\frac{100!}{2^{49}}", "\\frac{100!}{2^{50}}"),
+]
+
+
+def test_equivalences_match_plain_math_verify():
+    """The hardened workers accept what math-verify alone (LaTeX extraction, in this unhardened test
+    process) accepts, and refuse what it refuses."""
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    def plain(pred: str, gold: str) -> float:
+        cfg = [LatexExtractionConfig()]
+        g, p = parse(f"\\boxed{{{gold}}}", extraction_config=cfg), parse(f"\\boxed{{{pred}}}", extraction_config=cfg)
+        return 1.0 if verify(g, p) else 0.0
+
+    expected = [plain(p, g) for p, g in EQUIVALENCES]
+    assert expected[:25] == [1.0] * 25 and expected[25:] == [0.0] * 4  # the list says what it tests
+    got = [r[0] for r in math_verify_reward([f"So \\boxed{{{p}}}." for p, _ in EQUIVALENCES],
+                                            [g for _, g in EQUIVALENCES])]
+    assert got == expected
