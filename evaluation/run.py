@@ -267,7 +267,7 @@ def _evaluate_one(model: str, args: argparse.Namespace, cfg: EvalConfig, suites:
     net = load_model(path, mcfg)
     backend = TransformersBackend(net, pad_token_id=tokenizer.pad_token_id, batch_size=cfg.batch_size,
                                   precision=cfg.precision)
-    return evaluate(backend, tokenizer, suites, cfg, out, stop_ids=stop_token_ids(tokenizer, net.config),
+    return evaluate(backend, tokenizer, suites, cfg, out, stop_ids=stop_token_ids(tokenizer, net),
                     policy_fp=model_fingerprint(path, mcfg), data_dir=data_dir, label=model)
 
 

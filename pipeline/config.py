@@ -105,7 +105,8 @@ class DataConfig:
     instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
     """Appended to the problem on a new line to form the user turn (SPEC §7, Q7)."""
     system_prompt: str | None = None
-    """System turn; none by default, as in the reference code (SPEC §7)."""
+    """System turn we add; none by default, as in the reference code (SPEC §7). The tokenizer's chat template
+    may still insert its own default system turn (Qwen2.5-Math's, Llama-3.1's): see pipeline/prompts.py."""
     max_prompt_tokens: int = 1024
     """Rows whose rendered prompt is longer (policy tokenizer) are dropped."""
     max_demo_tokens: int = 8192

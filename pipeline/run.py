@@ -255,7 +255,7 @@ class Run:
 
     def stop_ids(self) -> list[int]:
         model = self.acc.unwrap_model(self.state.model) if self.state else None
-        return stop_token_ids(self.tokenizer, model.config if model is not None else None)
+        return stop_token_ids(self.tokenizer, model)
 
     # ---------------------------------------------------------------- the five stages
 
@@ -471,7 +471,7 @@ def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, di
                                       batch_size=eval_cfg.batch_size, precision=eval_cfg.precision)
         out.mkdir(parents=True, exist_ok=True)
         summaries = evaluate(backend, run.tokenizer, suites, eval_cfg, out,
-                             stop_ids=stop_token_ids(run.tokenizer, model.config), policy_fp=run.policy_fp(step),
+                             stop_ids=stop_token_ids(run.tokenizer, model), policy_fp=run.policy_fp(step),
                              data_dir=eval_cfg.data_dir,
                              label=("validation " if validation else "") + ("base" if step == 0 else f"step {step}"))
     run.acc.wait_for_everyone()
