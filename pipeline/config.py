@@ -114,6 +114,11 @@ class DataConfig:
     on_demo_mismatch: Literal["drop", "flag"] = "drop"
     """A demonstration whose final answer math-verify does not match to the reference: dropped, or kept
     with `demo_verified=False`."""
+    filters: Literal["ours", "reference"] = "ours"
+    """`ours`: dedup, decontamination and demonstration checks as configured; `reference`: the rows of the
+    source as Prefix-RFT trains on them (its correctness filter is commented out): nothing is dropped but
+    empty or over-length rows; what dedup, decontamination and the demonstration check would have removed
+    is still counted in the curate report (`reference_would_drop_*`)."""
 
     def __post_init__(self) -> None:
         _check(self.source == "toy" or bool(self.sources), "data.sources", "source `files` needs at least one source")
@@ -235,6 +240,10 @@ class GenerateConfig:
 
 @dataclass
 class RewardConfig:
+    kind: Literal["math_verify", "luffy_v3"] = "math_verify"
+    """`math_verify`: the last `\\boxed{}` (SPEC §4); `luffy_v3`: LUFFY's `reward_impl_version=3` (`<think>\\n`
+    prepended, 0 without `</think>`, math-verify on the text up to the next `</think>`, no box needed;
+    pipeline/luffy_reward.py)."""
     grade_after_think: bool = True
     """Grade only the text after the last `</think>` when present (SPEC §4, Q8)."""
     timeout_s: float = 5.0
@@ -284,6 +293,12 @@ class ObjectiveConfig:
     """Clip generated tokens; off gives -A r unclipped (LUFFY/ReLIFT `loss_remove_clip`, SPEC §10)."""
     entropy_coef: float = 0.001
     """Entropy bonus on continuation tokens only (SPEC §6, Q6)."""
+    entropy_norm: Literal["loss_agg", "reference"] = "loss_agg"
+    """Normaliser of the entropy bonus: `loss_agg`, the policy loss's (constant: sum / (sequences · L_max));
+    `reference`: the token mean per micro-batch as verl computes it (Prefix-RFT dp_actor, LUFFY mix_actor),
+    divided by the mini-batch's sequences so that its weight relative to our policy loss equals the
+    references' (their Σ/L_max per micro-batch is b times ours for b sequences per micro-batch): with the
+    same coefficient it weighs about L_max / (tokens per sequence) times more than `loss_agg`."""
     loss_agg: Literal["constant", "token_mean"] = "constant"
     """`constant`: token sum / (sequences · L_max), the Dr. GRPO normaliser (SPEC §6, Q3);
     `token_mean`: token sum / loss-bearing tokens."""
