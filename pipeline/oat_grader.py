@@ -252,6 +252,9 @@ def grade_oat(response: str, reference: str) -> Result:
 
 def oat_reward(completions: list[str], answers: list[str], *, timeout_s: float = 5.0,
                num_workers: int = 0) -> list[Result]:
-    """Grade every completion with the OAT procedure in the scoring pool (hard time limit per item)."""
-    pool = get_pool(grade_oat, num_workers, timeout_s)
-    return list(pool.map([(c[-MAX_GRADED_CHARS:], str(a)) for c, a in zip(completions, answers, strict=True)]))
+    """Grade every completion with the OAT procedure in the scoring pool (hard time limit per item);
+    identical (completion, reference) pairs (avg@32 replicas of a deterministic answer) are graded once."""
+    items = [(c[-MAX_GRADED_CHARS:], str(a)) for c, a in zip(completions, answers, strict=True)]
+    unique = list(dict.fromkeys(items))
+    graded = dict(zip(unique, get_pool(grade_oat, num_workers, timeout_s).map(unique))) if unique else {}
+    return [graded[it] for it in items]
