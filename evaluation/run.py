@@ -82,17 +82,27 @@ def _label(suite: Suite, item: EvalItem) -> str:
     return item.labels[LETTERS.index(item.answer)] if suite.grader == "choice" else item.answer
 
 
-def oracle_completion(suite: Suite, item: EvalItem, control: str = "oracle") -> str:
+def wrong_answers(suite: Suite, items: list[EvalItem]) -> dict[str, str]:
+    """The negative control's answer per item: the next option of a choice item; for a math item the
+    reference of the next problem of the suite whose reference differs (a well-formed wrong answer)."""
+    if suite.grader == "choice":
+        return {it.id: it.labels[(LETTERS.index(it.answer) + 1) % len(it.labels)] for it in items}
+    distinct = list({it.id: it for it in items}.values())
+    out = {}
+    for k, it in enumerate(distinct):
+        others = distinct[k + 1:] + distinct[:k]
+        out[it.id] = next((o.answer for o in others if o.answer.strip("$ ") != it.answer.strip("$ ")), "")
+    return out
+
+
+def oracle_completion(suite: Suite, item: EvalItem, control: str = "oracle", wrong: dict[str, str] | None = None) -> str:
     """A control's answer: `oracle` boxes the reference; `oracle-unboxed` states it without a box
-    (`ANSWER: C` for a choice item); `negative` boxes a wrong answer (another option; the reference + 1)."""
+    (`ANSWER: C` for a choice item); `negative` boxes a wrong answer (`wrong_answers`)."""
     label = _label(suite, item)
     if control == "oracle-unboxed":
         return f"ANSWER: {label}" if suite.grader == "choice" else f"The final answer is {label}"
     if control == "negative":
-        if suite.grader == "choice":
-            label = item.labels[(LETTERS.index(item.answer) + 1) % len(item.labels)]
-        else:
-            label = f"{label}+1"
+        label = (wrong or wrong_answers(suite, [item]))[item.id]
     return f"The answer is \\boxed{{{label}}}."
 
 
@@ -123,13 +133,15 @@ def grade(suite: Suite, items: list[EvalItem], completions: list[str], cfg: Eval
 
 
 def _run_chunk(backend: RolloutBackend | None, tokenizer: Any, suite: Suite, cfg: EvalConfig,
-               pairs: list[tuple[EvalItem, int]], stop_ids: list[int], control: str = "oracle") -> Dataset:
+               pairs: list[tuple[EvalItem, int]], stop_ids: list[int], control: str = "oracle",
+               data_dir: str | None = None) -> Dataset:
     """Generate and grade one chunk of (item, sample index) pairs. backend None: `control` answers."""
     items = [it for it, _ in pairs]
     proto = PROTOCOLS[cfg.protocol]
     think = [False] * len(items)
     if backend is None:
-        texts = [oracle_completion(suite, it, control) for it in items]
+        wrong = wrong_answers(suite, list(suite.load(data_dir, cfg.protocol))) if control == "negative" else None
+        texts = [oracle_completion(suite, it, control, wrong) for it in items]
         token_counts, finish = [0] * len(texts), ["stop"] * len(texts)
     else:
         prompt_ids: dict[str, list[int]] = {}
@@ -168,7 +180,7 @@ def evaluate_suite(backend: RolloutBackend | None, tokenizer: Any, suite: Suite,
             shards.append(cache.read_stage(folder).load())
             continue
         t = time.perf_counter()
-        shard = _run_chunk(backend, tokenizer, suite, cfg, part, stop_ids, control)
+        shard = _run_chunk(backend, tokenizer, suite, cfg, part, stop_ids, control, data_dir)
         gen_seconds += time.perf_counter() - t
         if folder is not None and len(pairs) > cfg.chunk_size:
             cache.write_stage(folder, cfp, shard, {"chunk": c, "start": start})
