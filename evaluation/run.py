@@ -1,10 +1,11 @@
 """Evaluate checkpoints on the evaluation suites with the paper's protocol (docs/method.md §8).
 
-`paper` protocol (default): math problems as the user turn problem + "Please reason step by step, and
-put your final answer within \\boxed{}", no system turn; the choice suites in LUFFY's layout with its
-system prompt (what Prefix-RFT evaluates, see evaluation/suites.py); temperature 0.6, top_p 0.95, 8192
-new tokens; avg@32 on AIME24, AIME25 and AMC, one sample elsewhere (`eval.samples_per_problem` > 0
-overrides every suite). `luffy` protocol: LUFFY's valid.all parquet as it is. Samples are generated,
+`ours` protocol (default): math problems as the user turn problem + "Please reason step by step, and
+put your final answer within \\boxed{}.", no system turn of ours (the model's chat template may add its
+own); the choice suites in LUFFY's layout with its system prompt; temperature 0.6, top_p 0.95, 8192 new
+tokens; avg@32 on AIME24, AIME25 and AMC, one sample elsewhere (`eval.samples_per_problem` > 0
+overrides every suite). `paper` (Prefix-RFT's evaluation data) and `luffy` (LUFFY's eval script): see
+evaluation/protocols.py; `eval.grader` picks math-verify or the OAT grader under any. Samples are generated,
 graded and written `eval.chunk_size` sequences at a time, so n up to 2048 per problem fits in memory and
 an interrupted suite resumes after its last complete chunk.
 
@@ -15,6 +16,7 @@ gets the table over checkpoints and `accuracy_over_steps.png`.
 
     python -m evaluation.run --model runs/qs/checkpoints/step-000050 --suites toy --output-dir runs/qs/eval/manual
     python -m evaluation.run --model oracle --suites math,general,toy --data-dir data --output-dir runs/oracle
+    python -m evaluation.run --model negative --suites math,general --data-dir data --output-dir runs/negative
     python -m evaluation.run --model Qwen/Qwen2.5-Math-7B --suites math --output-dir eval/q7 eval.protocol=luffy
     python -m evaluation.run --model runs/qs --suites toy --output-dir runs/qs/eval/all   # every checkpoint
 """
@@ -34,6 +36,7 @@ import numpy as np
 from datasets import Dataset, Features, Value, concatenate_datasets
 
 from evaluation.choice import LETTERS, grade_choices
+from evaluation.protocols import PROTOCOLS, Protocol, grade_region
 from evaluation.report import step_of, write_comparison, write_report
 from evaluation.stats import summarise
 from evaluation.suites import EvalItem, Suite, resolve_suites
@@ -43,6 +46,7 @@ from pipeline.backends.hf import TransformersBackend
 from pipeline.config import EvalConfig, ModelConfig, build_section
 from pipeline.errors import UserError
 from pipeline.logs import setup_logging
+from pipeline.oat_grader import oat_reward
 from pipeline.policy import load_model, load_tokenizer, model_fingerprint, resolve_model_path
 from pipeline.prompts import build_messages, render_prompt_ids, stop_token_ids
 from pipeline.rewards import math_verify_reward
@@ -51,8 +55,8 @@ from pipeline.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
-EVAL_VERSION = 2  # 2: real suites, choice grader, protocols, pass@k, chunked generation
-INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+EVAL_VERSION = 3  # 2: real suites, choice grader, protocols, pass@k, chunked generation; 3: protocol table
+CONTROLS = ("oracle", "oracle-unboxed", "negative")  # models that answer from the reference (no generation)
 SAMPLE_FEATURES = {"problem_id": Value("string"), "level": Value("int32"), "sample": Value("int32"),
                    "completion": Value("string"), "extracted_answer": Value("string"), "reference": Value("string"),
                    "correct": Value("bool"), "status": Value("string"), "completion_tokens": Value("int32"),
@@ -71,44 +75,90 @@ def samples_for(suite: Suite, item: EvalItem, cfg: EvalConfig) -> int:
     return cfg.samples_per_problem or item.samples or suite.paper_samples
 
 
-def item_messages(item: EvalItem) -> list[dict[str, str]]:
-    return build_messages(item.problem, INSTRUCTION if item.instruct else None, item.system_prompt)
+def item_messages(item: EvalItem, protocol: Protocol = PROTOCOLS["ours"]) -> list[dict[str, str]]:
+    return build_messages(item.problem, protocol.instruction if item.instruct else None, item.system_prompt)
 
 
-def oracle_completion(suite: Suite, item: EvalItem) -> str:
-    """The reference, boxed: a choice item answers with the label as displayed (ARC's digits included)."""
-    answer = item.labels[LETTERS.index(item.answer)] if suite.grader == "choice" else item.answer
-    return f"The answer is \\boxed{{{answer}}}."
+def _label(suite: Suite, item: EvalItem) -> str:
+    """The reference as displayed: a choice item's label (ARC's digits included), else the answer."""
+    return item.labels[LETTERS.index(item.answer)] if suite.grader == "choice" else item.answer
 
 
-def grade(suite: Suite, items: list[EvalItem], completions: list[str]) -> list[Result]:
-    if suite.grader == "math":
-        return math_verify_reward(completions, [it.answer for it in items])
+def wrong_answers(suite: Suite, items: list[EvalItem]) -> dict[str, str]:
+    """The negative control's answer per item: the next option of a choice item; for a math item the
+    reference of the next problem of the suite whose reference differs (a well-formed wrong answer)."""
     if suite.grader == "choice":
+        return {it.id: it.labels[(LETTERS.index(it.answer) + 1) % len(it.labels)] for it in items}
+    distinct = list({it.id: it for it in items}.values())
+    out = {}
+    for k, it in enumerate(distinct):
+        others = distinct[k + 1:] + distinct[:k]
+        out[it.id] = next((o.answer for o in others if o.answer.strip("$ ") != it.answer.strip("$ ")), "")
+    return out
+
+
+def oracle_completion(suite: Suite, item: EvalItem, control: str = "oracle", wrong: dict[str, str] | None = None) -> str:
+    """A control's answer: `oracle` boxes the reference; `oracle-unboxed` states it without a box
+    (`ANSWER: C` for a choice item); `negative` boxes a wrong answer (`wrong_answers`)."""
+    label = _label(suite, item)
+    if control == "oracle-unboxed":
+        return f"ANSWER: {label}" if suite.grader == "choice" else f"The final answer is {label}"
+    if control == "negative":
+        label = (wrong or wrong_answers(suite, [item]))[item.id]
+    return f"The answer is \\boxed{{{label}}}."
+
+
+def grader_of(cfg: EvalConfig) -> str:
+    return PROTOCOLS[cfg.protocol].grader if cfg.grader == "protocol" else cfg.grader
+
+
+def grade(suite: Suite, items: list[EvalItem], completions: list[str], cfg: EvalConfig | None = None,
+          think_prompt: list[bool] | None = None) -> list[Result]:
+    """Grade under the protocol: the graded region (evaluation/protocols.py), then math-verify or the OAT
+    grader; choice items under `ours` by the lenient letter extractor, else as boxed literal labels."""
+    cfg = cfg or EvalConfig()
+    proto, grader = PROTOCOLS[cfg.protocol], grader_of(cfg)
+    if suite.grader == "choice" and not proto.boxed_choice:
         return grade_choices(completions, [it.answer for it in items], [list(it.labels) for it in items],
                              [list(it.options) for it in items])
-    raise UserError(f"suite {suite.name}: unknown grader {suite.grader!r}")
+    if suite.grader not in ("math", "choice"):
+        raise UserError(f"suite {suite.name}: unknown grader {suite.grader!r}")
+    think_prompt = think_prompt or [False] * len(items)
+    regions = [grade_region(c, proto, grader, t) for c, t in zip(completions, think_prompt, strict=True)]
+    refs = [_label(suite, it) for it in items]
+    texts = [r for r, _ in regions]
+    if grader == "oat":
+        results = oat_reward(texts, refs)
+    else:
+        results = math_verify_reward(texts, refs, after_think=False)
+    return [(0.0, "no_answer", "") if zero else res for res, (_, zero) in zip(results, regions)]
 
 
 def _run_chunk(backend: RolloutBackend | None, tokenizer: Any, suite: Suite, cfg: EvalConfig,
-               pairs: list[tuple[EvalItem, int]], stop_ids: list[int]) -> Dataset:
-    """Generate and grade one chunk of (item, sample index) pairs. backend None is the oracle."""
+               pairs: list[tuple[EvalItem, int]], stop_ids: list[int], control: str = "oracle",
+               data_dir: str | None = None) -> Dataset:
+    """Generate and grade one chunk of (item, sample index) pairs. backend None: `control` answers."""
     items = [it for it, _ in pairs]
+    proto = PROTOCOLS[cfg.protocol]
+    think = [False] * len(items)
     if backend is None:
-        texts = [oracle_completion(suite, it) for it in items]
+        wrong = wrong_answers(suite, list(suite.load(data_dir, cfg.protocol))) if control == "negative" else None
+        texts = [oracle_completion(suite, it, control, wrong) for it in items]
         token_counts, finish = [0] * len(texts), ["stop"] * len(texts)
     else:
         prompt_ids: dict[str, list[int]] = {}
         reqs = []
         for it, s in pairs:
             if it.id not in prompt_ids:
-                prompt_ids[it.id] = render_prompt_ids(tokenizer, item_messages(it))
+                prompt_ids[it.id] = render_prompt_ids(tokenizer, item_messages(it, proto))
             reqs.append(GenerationRequest(prompt_ids[it.id], [], cfg.max_new_tokens,
                                           derive_seed(cfg.seed, suite.name, it.id, s)))
-        outs = backend.generate(reqs, SamplingParams(cfg.temperature, cfg.top_p, 0, stop_ids))
+        outs = backend.generate(reqs, SamplingParams(cfg.temperature, cfg.top_p or proto.top_p, 0, stop_ids))
         texts = tokenizer.batch_decode([o.token_ids for o in outs], skip_special_tokens=True)
         token_counts, finish = [len(o.token_ids) for o in outs], [o.finish_reason for o in outs]
-    results = grade(suite, items, texts)
+        ends = {k: tokenizer.decode(v[-8:]).endswith("<think>\n") for k, v in prompt_ids.items()}
+        think = [ends[it.id] for it in items]
+    results = grade(suite, items, texts, cfg, think)
     cols = {"problem_id": [it.id for it in items], "level": [it.level for it in items],
             "sample": [s for _, s in pairs], "completion": texts, "extracted_answer": [r[2] for r in results],
             "reference": [it.answer for it in items], "correct": [r[0] == 1.0 for r in results],
@@ -118,7 +168,7 @@ def _run_chunk(backend: RolloutBackend | None, tokenizer: Any, suite: Suite, cfg
 
 def evaluate_suite(backend: RolloutBackend | None, tokenizer: Any, suite: Suite, cfg: EvalConfig, *,
                    stop_ids: list[int], data_dir: str | None = None,
-                   chunk_dir: Path | None = None, fp: str = "") -> tuple[Dataset, dict[str, Any]]:
+                   chunk_dir: Path | None = None, fp: str = "", control: str = "oracle") -> tuple[Dataset, dict[str, Any]]:
     """Generate and grade one suite in chunks of `cfg.chunk_size` sequences; complete chunks are kept
     under `chunk_dir` (when given) and reused by a re-run with the same fingerprint."""
     items = subset(suite.load(data_dir, cfg.protocol), cfg.max_problems)
@@ -132,7 +182,7 @@ def evaluate_suite(backend: RolloutBackend | None, tokenizer: Any, suite: Suite,
             shards.append(cache.read_stage(folder).load())
             continue
         t = time.perf_counter()
-        shard = _run_chunk(backend, tokenizer, suite, cfg, part, stop_ids)
+        shard = _run_chunk(backend, tokenizer, suite, cfg, part, stop_ids, control, data_dir)
         gen_seconds += time.perf_counter() - t
         if folder is not None and len(pairs) > cfg.chunk_size:
             cache.write_stage(folder, cfp, shard, {"chunk": c, "start": start})
@@ -164,7 +214,7 @@ def _suite_summary(suite: Suite, cfg: EvalConfig, items: list[EvalItem], ds: Dat
 
 def evaluate(backend: RolloutBackend | None, tokenizer: Any, suites: list[Suite], cfg: EvalConfig, output_dir: Path,
              *, stop_ids: list[int], policy_fp: str, data_dir: str | None = None,
-             label: str = "") -> dict[str, dict[str, Any]]:
+             label: str = "", control: str = "oracle") -> dict[str, dict[str, Any]]:
     """Evaluate every suite into `output_dir/<suite>/` (cached by policy and eval config), then write
     summary.json, results.md and the plots."""
     output_dir = Path(output_dir)
@@ -178,7 +228,7 @@ def evaluate(backend: RolloutBackend | None, tokenizer: Any, suites: list[Suite]
             continue
         chunks = output_dir / f".{suite.name}.chunks"
         ds, summary = evaluate_suite(backend, tokenizer, suite, cfg, stop_ids=stop_ids, data_dir=data_dir,
-                                     chunk_dir=chunks, fp=fp)
+                                     chunk_dir=chunks, fp=fp, control=control)
         cache.write_stage(folder, fp, ds, {"stage": "eval", "label": label, "summary": summary, "config": vars(cfg)})
         shutil.rmtree(chunks, ignore_errors=True)
         summaries[suite.name] = summary
@@ -191,8 +241,9 @@ def evaluate(backend: RolloutBackend | None, tokenizer: Any, suites: list[Suite]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="prefix-rft eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="checkpoint dir, hub id, `embedded[:preset]`, `oracle`, several "
-                                                   "comma-separated, or a run directory (all its checkpoints)")
+    ap.add_argument("--model", required=True, help="checkpoint dir, hub id, `embedded[:preset]`, a control "
+                                                   "(`oracle`, `oracle-unboxed`, `negative`), several comma-"
+                                                   "separated, or a run directory (all its checkpoints)")
     ap.add_argument("--suites", default="toy", help="comma-separated suite or group names (math, general)")
     ap.add_argument("--output-dir", required=True)
     ap.add_argument("--data-dir", default=None, help="local copies of the suites (e.g. data)")
@@ -248,16 +299,16 @@ def expand_models(spec: str) -> list[tuple[str, str]]:
 
 def _evaluate_one(model: str, args: argparse.Namespace, cfg: EvalConfig, suites: list[Suite], out: Path,
                   data_dir: str | None) -> dict[str, dict[str, Any]]:
-    if model == "oracle":
-        return evaluate(None, None, suites, cfg, out, stop_ids=[], policy_fp="oracle", data_dir=data_dir,
-                        label="oracle")
+    if model in CONTROLS:
+        return evaluate(None, None, suites, cfg, out, stop_ids=[], policy_fp=model, data_dir=data_dir,
+                        label=model, control=model)
     mcfg = ModelConfig(name_or_path=model, trust_remote_code=args.trust_remote_code)
     path = resolve_model_path(mcfg)
     tokenizer = load_tokenizer(path, mcfg)
     net = load_model(path, mcfg)
     backend = TransformersBackend(net, pad_token_id=tokenizer.pad_token_id, batch_size=cfg.batch_size,
                                   precision=cfg.precision)
-    return evaluate(backend, tokenizer, suites, cfg, out, stop_ids=stop_token_ids(tokenizer, net.config),
+    return evaluate(backend, tokenizer, suites, cfg, out, stop_ids=stop_token_ids(tokenizer, net),
                     policy_fp=model_fingerprint(path, mcfg), data_dir=data_dir, label=model)
 
 

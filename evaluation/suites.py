@@ -24,11 +24,12 @@ OlympiadBench multi-answer rows keep the whole comma-separated list as one refer
 compares it as a set, order-free). GPQA rows from the raw hub set get their options shuffled with a
 seed derived from the question (LUFFY's copy has its own shuffle). GPQA questions are never logged.
 
-Protocols (`eval.protocol`): `paper` renders math problems as problem + instruction with no system turn;
-the choice suites keep LUFFY's system prompt and option layout, as Prefix-RFT's `luffy_test_ood.py` does.
-`luffy` reads the six math benchmarks from LUFFY's `valid.all.parquet` as it is (its system prompt, user
-turn without instruction, AIME/AMC rows repeated x32: the replicas become 32 samples of one problem);
-suites that file lacks are loaded as under `paper`.
+Protocols (`eval.protocol`, evaluation/protocols.py): `ours` loads each suite's own copy as above;
+`paper` and `luffy` read the six math benchmarks from LUFFY's `valid.all.parquet` (user turn only: its
+system turn is dropped; AIME/AMC rows repeated x32 become 32 samples of one problem) and ARC-c / GPQA from
+LUFFY's `valid.arc_c` / `valid.gpqa` parquets (`--data-dir` copies, else downloaded), keeping their system
+prompt under `paper` and dropping it under `luffy`. MMLU-Pro, whose LUFFY copy is not public, is rendered
+with our template under every protocol. Raw GPQA rows get the header LUFFY's copy carries.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from evaluation.choice import LETTERS, LUFFY_SYSTEM_PROMPT, canonical, format_choices, parse_choices
+from evaluation.protocols import PROTOCOLS, Protocol
 from pipeline.datafiles import MISSING, get_path, read_hub, read_records, reference_text
 from pipeline.errors import UserError
 from pipeline.rewards import last_boxed
@@ -48,9 +50,12 @@ from pipeline.rewards import last_boxed
 LUFFY_VALID_ALL = ("https://raw.githubusercontent.com/ElliottYan/LUFFY/01f4ae066249e6965ce0d5512ccdf99a12895c74/"
                    "data/valid.all.parquet")
 LUFFY_FILES = ("luffy_valid_all.parquet", "valid.all.parquet")
+LUFFY_CHOICE = {"arc_c": "valid.arc_c.parquet", "gpqa_diamond": "valid.gpqa.parquet"}  # at LUFFY_VALID_ALL's commit
+GPQA_HEADER = ("Answer the following multiple choice question. The last line of your response should be of the "
+               "following format: 'ANSWER: $LETTER' (without quotes) where LETTER is one of ABCD. Think step by "
+               "step before answering.")  # the first line of every user turn of LUFFY's valid.gpqa
 LUFFY_SOURCES = {"aime": "aime24", "aime25": "aime25", "amc": "amc", "math": "math500", "minerva": "minerva",
                  "olympiad_bench": "olympiadbench"}
-PROTOCOLS = ("paper", "luffy")
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,10 @@ class Suite:
     adapter: Callable[[str, dict[str, Any], int], EvalItem] | None = None  # (suite, row, index) -> item
     hub: tuple[str, str | None, str] | None = None  # (dataset id, config, split)
     files: tuple[str, ...] = ()
-    paper_samples: int = 1  # samples per problem under the paper protocol (avg@32 for AIME/AMC)
+    paper_samples: int = 1  # samples per problem from the suite's own copy (avg@32 for AIME/AMC)
     loader: Callable[[str | None], list[EvalItem]] | None = field(default=None, compare=False)
 
-    def load(self, data_dir: str | None = None, protocol: str = "paper") -> list[EvalItem]:
+    def load(self, data_dir: str | None = None, protocol: str = "ours") -> list[EvalItem]:
         """The suite's items under `protocol`, from `data_dir` when given, else from its default source."""
         if protocol not in PROTOCOLS:
             raise UserError(f"eval.protocol: unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -162,7 +167,8 @@ def choice_item(suite: str, row: dict[str, Any], index: int) -> EvalItem:
         random.Random(hashlib.sha256(q.encode()).hexdigest()).shuffle(order)
         shuffled = [options[i] for i in order]
         letter = LETTERS[order.index(0)]
-        return _choice(suite, row, index, format_choices(q, shuffled), q, list(LETTERS[:4]), shuffled, letter)
+        return _choice(suite, row, index, GPQA_HEADER + "\n\n" + format_choices(q, shuffled), q, list(LETTERS[:4]),
+                       shuffled, letter)
     if isinstance(row.get("options"), list):  # TIGER-Lab/MMLU-Pro raw layout
         options = [str(o) for o in row["options"]]
         labels = list(LETTERS[:len(options)])
@@ -216,18 +222,22 @@ def _rows(suite: Suite, data_dir: str | None) -> list[dict[str, Any]]:
     return read_hub(*suite.hub)
 
 
-def _luffy_items(suite: str, data_dir: str | None) -> list[EvalItem]:
-    """The suite's rows of LUFFY's valid.all.parquet as they are; replicas grouped into one problem."""
+def _luffy_rows(data_dir: str | None, files: tuple[str, ...], url: str, what: str) -> list[dict[str, Any]]:
     if data_dir:
-        rows = read_records(find_local(data_dir, LUFFY_FILES, "protocol luffy"))
-    else:
-        from datasets import load_dataset
+        return read_records(find_local(data_dir, files, what))  # type: ignore[return-value]
+    from datasets import load_dataset
 
-        try:
-            rows = load_dataset("parquet", data_files=LUFFY_VALID_ALL, split="train").to_list()
-        except Exception as e:
-            raise UserError(f"protocol luffy: could not download {LUFFY_VALID_ALL} ({type(e).__name__}); pass "
-                            "--data-dir with luffy_valid_all.parquet") from None
+    try:
+        return load_dataset("parquet", data_files=url, split="train").to_list()
+    except Exception as e:
+        raise UserError(f"{what}: could not download {url} ({type(e).__name__}); pass --data-dir with "
+                        f"{files[0]}") from None
+
+
+def _luffy_items(suite: str, data_dir: str | None, protocol: Protocol) -> list[EvalItem]:
+    """The suite's user turns of LUFFY's valid.all.parquet (system turn dropped, as both references
+    do); replicas grouped into one problem."""
+    rows = _luffy_rows(data_dir, LUFFY_FILES, LUFFY_VALID_ALL, f"protocol {protocol.name}")
     source = {v: k for k, v in LUFFY_SOURCES.items()}[suite]
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
@@ -236,15 +246,20 @@ def _luffy_items(suite: str, data_dir: str | None) -> list[EvalItem]:
     items = []
     for user, idx in groups.items():
         row = rows[idx[0]]
-        system = next((m["content"] for m in row["prompt"] if m.get("role") == "system"), None)
         ref = reference_text(get_path(row, "reward_model.ground_truth"))
         if ref is None:
             raise UserError(f"protocol luffy: {suite} row {idx[0]} has no reward_model.ground_truth")
-        items.append(EvalItem(f"{suite}-{idx[0]}", user, ref, system_prompt=system, instruct=False,
+        items.append(EvalItem(f"{suite}-{idx[0]}", user, ref, instruct=protocol.instruction is not None,
                               samples=len(idx)))
     if not items:
-        raise UserError(f"protocol luffy: LUFFY's valid.all has no rows with data_source {source!r}")
+        raise UserError(f"protocol {protocol.name}: LUFFY's valid.all has no rows with data_source {source!r}")
     return items
+
+
+def _luffy_choice_rows(suite: Suite, data_dir: str | None, protocol: Protocol) -> list[dict[str, Any]]:
+    name = LUFFY_CHOICE[suite.name]
+    url = LUFFY_VALID_ALL.rsplit("/", 1)[0] + "/" + name
+    return _luffy_rows(data_dir, suite.files, url, f"protocol {protocol.name}: suite {suite.name}")
 
 
 @functools.lru_cache(maxsize=32)
@@ -252,10 +267,16 @@ def _load_cached(name: str, data_dir: str | None, protocol: str) -> tuple[EvalIt
     suite = SUITES[name]
     if suite.loader is not None:
         return tuple(suite.loader(data_dir))
-    if protocol == "luffy" and name in LUFFY_SOURCES.values():
-        return tuple(_luffy_items(name, data_dir))
+    proto = PROTOCOLS[protocol]
+    if proto.math_source == "valid_all" and name in LUFFY_SOURCES.values():
+        return tuple(_luffy_items(name, data_dir, proto))
     assert suite.adapter is not None
-    return tuple(suite.adapter(name, row, i) for i, row in enumerate(_rows(suite, data_dir)))
+    rows = (_luffy_choice_rows(suite, data_dir, proto) if proto.choice_source == "luffy" and name in LUFFY_CHOICE
+            else _rows(suite, data_dir))
+    items = [suite.adapter(name, row, i) for i, row in enumerate(rows)]
+    if suite.grader == "choice" and not proto.choice_system:
+        items = [replace(it, system_prompt=None) for it in items]
+    return tuple(items)
 
 
 def _suite(name: str, grader: str, adapter: Callable, hub: tuple, files: tuple[str, ...], description: str,

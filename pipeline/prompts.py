@@ -1,8 +1,16 @@
 """Rendering a problem into the policy's chat format, in token ids.
 
-The user turn is `problem + "\\n" + instruction`, with no system turn unless one is configured
-(docs/method.md §7 prompt row, Q7: rendered explicitly so a tokenizer's default system prompt cannot slip in
-unnoticed; a test snapshots the rendered prompt of the embedded tokenizer).
+The user turn is `problem + "\\n" + instruction`; our messages carry no system turn unless one is
+configured, and the tokenizer's own chat template renders them (docs/method.md §7 prompt row, Q7). That
+template may add a system turn of its own: Qwen2.5-Math's inserts "Please reason step by step, and put
+your final answer within \\boxed{}." when the messages have none, Llama-3.1-Instruct's always opens
+with a system header (knowledge cut-off and date). Prefix-RFT and LUFFY apply the same templates the
+same way, so the rendered prompts match theirs; tests/test_prompt_templates.py renders both published
+templates.
+
+Rollouts stop at any of: the tokenizer's eos, the eos ids of config.json and generation_config.json,
+and the token the chat template closes an assistant turn with (Qwen2.5-Math-7B's tokenizer and
+generation config name only `<|endoftext|>`, while its template ends a turn with `<|im_end|>`).
 """
 
 from __future__ import annotations
@@ -27,16 +35,40 @@ def render_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[in
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def stop_token_ids(tokenizer: Any, model_config: Any = None) -> list[int]:
-    """End-of-turn ids: the tokenizer's eos plus the model's generation eos ids."""
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    gen = getattr(model_config, "eos_token_id", None) if model_config is not None else None
-    if isinstance(gen, int):
-        ids.add(gen)
-    elif isinstance(gen, (list, tuple)):
-        ids.update(int(x) for x in gen)
+def _eos_ids(value: Any) -> set[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {value}
+    if isinstance(value, (list, tuple)):
+        return {int(x) for x in value}
+    return set()
+
+
+def _generation_config_eos(tokenizer: Any) -> set[int]:
+    """eos ids of generation_config.json next to the tokenizer files (a local checkpoint)."""
+    import json
+    from pathlib import Path
+
+    path = Path(str(getattr(tokenizer, "name_or_path", "") or "")) / "generation_config.json"
+    try:
+        return _eos_ids(json.loads(path.read_text()).get("eos_token_id")) if path.is_file() else set()
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """Where a rollout ends: the tokenizer's eos, the eos ids of the model's config.json and
+    generation_config.json (`model` is a transformers model or a bare config; without one,
+    generation_config.json is read from the tokenizer's folder), and the chat template's end-of-turn
+    token (the first token of `end_of_turn_ids` when it is a special token)."""
+    ids = _eos_ids(tokenizer.eos_token_id)
+    config = getattr(model, "config", model)
+    ids |= _eos_ids(getattr(config, "eos_token_id", None)) if config is not None else set()
+    gen = getattr(model, "generation_config", None)
+    ids |= _eos_ids(getattr(gen, "eos_token_id", None)) if gen is not None else _generation_config_eos(tokenizer)
+    turn = end_of_turn_ids(tokenizer)
+    if turn and turn[0] in set(getattr(tokenizer, "all_special_ids", ()) or ()) | set(
+            getattr(tokenizer, "added_tokens_decoder", {}) or {}):
+        ids.add(int(turn[0]))
     return sorted(ids)
 
 

@@ -256,7 +256,7 @@ class Run:
 
     def stop_ids(self) -> list[int]:
         model = self.acc.unwrap_model(self.state.model) if self.state else None
-        return stop_token_ids(self.tokenizer, model.config if model is not None else None)
+        return stop_token_ids(self.tokenizer, model)
 
     # ---------------------------------------------------------------- whole runs
 
@@ -319,7 +319,7 @@ def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, di
     def main(backend: Any) -> dict[str, dict[str, Any]]:
         out.mkdir(parents=True, exist_ok=True)
         return evaluate(backend, run.tokenizer, resolve_suites(run.cfg.eval.suites), eval_cfg, out,
-                        stop_ids=stop_token_ids(run.tokenizer, backend.model.config), policy_fp=run.policy_fp(step),
+                        stop_ids=stop_token_ids(run.tokenizer, backend.model), policy_fp=run.policy_fp(step),
                         data_dir=eval_cfg.data_dir,
                         label=("validation " if validation else "") + ("base" if step == 0 else f"step {step}"))
 

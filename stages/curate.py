@@ -144,6 +144,10 @@ def run(ds: Dataset, cfg: DataConfig, *, tokenizer: Any, report: dict[str, Any] 
     counts["dropped_duplicate"] = len(ds) - len(keep)
     keep, contaminated = decontaminate(rows, keep, cfg)
     counts["dropped_contaminated"] = len(contaminated)
+    if cfg.filters == "reference":  # count what the filters would remove, keep every row
+        counts["reference_would_drop_duplicate"] = counts.pop("dropped_duplicate")
+        counts["reference_would_drop_contaminated"] = counts.pop("dropped_contaminated")
+        keep = list(range(len(ds)))
     out = _verify_and_tokenize(rows, keep, cfg, tokenizer, counts)
     n = len(out[S.ID])
     if cfg.prompt_fraction < 1.0 and n:
@@ -186,12 +190,17 @@ def _verify_and_tokenize(rows: dict[str, list], keep: list[int], cfg: DataConfig
         if not isinstance(demo, str) or not demo.strip():
             counts["dropped_empty_demo"] += 1
             continue
-        if verdict[1] in ("error", "timeout"):
-            # error: the reference does not parse (grade_math); timeout: the verifier gave up on this row
-            counts["dropped_unparsable_answer" if verdict[1] == "error" else "dropped_verifier_failed"] += 1
-            continue
+        # error: the reference does not parse (grade_math); timeout: the verifier gave up on this row
+        failed = {"error": "unparsable_answer", "timeout": "verifier_failed"}.get(verdict[1])
         verified = verdict[0] == 1.0
-        if not verified:
+        if cfg.filters == "reference":  # keep the row; count what the check would have removed
+            reason = failed or (None if verified else "demo_mismatch")
+            if reason:
+                counts[f"reference_would_drop_{reason}"] = counts.get(f"reference_would_drop_{reason}", 0) + 1
+        elif failed:
+            counts[f"dropped_{failed}"] += 1
+            continue
+        elif not verified:
             if cfg.on_demo_mismatch == "drop":
                 counts["dropped_demo_mismatch"] += 1
                 continue

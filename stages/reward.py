@@ -1,4 +1,5 @@
-"""reward: score every response (prefix + continuation) with the 0/1 math verifier (docs/method.md §4).
+"""reward: score every response (prefix + continuation) with the 0/1 math verifier (docs/method.md §4), or
+with LUFFY's v3 reward under `reward.kind=luffy_v3` (pipeline/luffy_reward.py).
 
 Input: the generate dataset. Output adds response_text, extracted_answer, reward and reward_status
 (ok / no_answer / timeout / error). Grading runs in worker processes with a hard time limit.
@@ -17,6 +18,7 @@ from pipeline import cache, methods
 from pipeline import schema as S
 from pipeline.graph import StageSpec
 from pipeline.config import RewardConfig
+from pipeline.luffy_reward import luffy_v3_reward
 from pipeline.rewards import math_verify_reward
 
 STAGE_VERSION = 1  # 1: last \boxed{} after </think>, math-verify
@@ -29,8 +31,11 @@ def run(ds: Dataset, cfg: RewardConfig, *, tokenizer: Any) -> Dataset:
     src = S.column_lists(ds, S.PREFIX_IDS, S.COMPLETION_IDS, S.ANSWER)
     responses = [f + c for f, c in zip(src[S.PREFIX_IDS], src[S.COMPLETION_IDS])]
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-    results = math_verify_reward(texts, src[S.ANSWER], after_think=cfg.grade_after_think,
-                                 timeout_s=cfg.timeout_s, num_workers=cfg.num_workers)
+    if cfg.kind == "luffy_v3":
+        results = luffy_v3_reward(texts, src[S.ANSWER], timeout_s=cfg.timeout_s, num_workers=cfg.num_workers)
+    else:
+        results = math_verify_reward(texts, src[S.ANSWER], after_think=cfg.grade_after_think,
+                                     timeout_s=cfg.timeout_s, num_workers=cfg.num_workers)
     errors = sum(status == "error" for _, status, _ in results)
     if results and errors > len(results) // 2:
         raise RuntimeError(f"reward: the verifier failed on {errors} of {len(results)} responses (status "

@@ -113,8 +113,11 @@ def micro_loss(model: Any, mb: MicroBatch, objective: ObjectiveConfig, cfg: Upda
         pg = aggregate(token_loss, pg_mask.float(), objective.loss_agg, sizes.sequences, max_response_tokens,
                        sizes.tokens)
     nll = objective.nll_coef * nll_loss(logp, prefix.float(), sizes.demo_tokens) if sizes.demo_tokens else zero
-    ent = aggregate(entropy, cont.float(), objective.loss_agg, sizes.sequences, max_response_tokens,
-                    sizes.cont_tokens) if sizes.sequences and sizes.cont_tokens else zero
+    if objective.entropy_norm == "reference":  # verl: token mean per micro-batch (config docstring)
+        ent = (entropy * cont).sum() / cont.sum().clamp(min=1) / sizes.sequences if sizes.sequences else zero
+    else:
+        ent = aggregate(entropy, cont.float(), objective.loss_agg, sizes.sequences, max_response_tokens,
+                        sizes.cont_tokens) if sizes.sequences and sizes.cont_tokens else zero
     loss = pg + nll - objective.entropy_coef * ent
     kept_prefix = keep & prefix
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """Every command line the documentation shows (`python -m ...`, `prefix-rft ...`, `accelerate launch ... -m
 ...`, in README.md, docs/, recipe headers and module docstrings) parses with the CLI it names, and its
 recipe and overrides load: the documented commands run as written up to the point where they would start
-working. Synopses with placeholders (`<recipe>`, `[--force]`, `...`) are skipped."""
+working. Synopses with placeholders (`<recipe>`, `[--force]`, `...`) and shell variables (`$proto`) are skipped."""
 
 import argparse
 import ast
@@ -26,7 +26,7 @@ MAINS = {"pipeline.train": train_cli.main, "pipeline.stage": stage_cli.main, "ev
          "stages.curate": curate_cli.main, "pipeline.config": config_cli.main}
 SUBCOMMANDS = {"train": "pipeline.train", "stage": "pipeline.stage", "eval": "evaluation.run"}
 START = re.compile(r"(?:python -m |prefix-rft |-m )((?:pipeline|stages|evaluation)\.[\w.]+|train|stage|eval)\b")
-PLACEHOLDER = re.compile(r"<|\[-|\[section|\.\.\.|\bN\b|\bDIR\b|\bRECIPE\b|\|")
+PLACEHOLDER = re.compile(r"<|\[-|\[section|\.\.\.|\bN\b|\bDIR\b|\bRECIPE\b|\||\$")
 
 
 def _lines(path: Path) -> list[str]:

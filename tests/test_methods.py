@@ -96,6 +96,8 @@ def test_real_model_recipe_loads_validates_and_resolves_offline(name):
     head = (RECIPE_DIR / f"{name}.yaml").read_text().split("\n")
     comments = "\n".join(line for line in head if line.startswith("#"))
     assert "accelerate launch" in comments and f"--config {name}" in comments and "eviation" in comments
+    if name.startswith("qwen2.5-math-7b-"):
+        assert "# deviates:" in comments or "# matches" in comments
     # a hub id resolves to itself: nothing is downloaded, and the fingerprint covers the load-time patches
     assert resolve_model_path(cfg.model) == cfg.model.name_or_path
     assert model_fingerprint(cfg.model.name_or_path, cfg.model)
@@ -119,6 +121,13 @@ def test_qwen_math_7b_has_the_spec_7_hyper_parameters():
     assert c.train.total_steps == 500 and c.schedule_horizon == 500
     assert load_config("llama-3.1-8b").model.chat_template_from == "meta-llama/Llama-3.1-8B-Instruct"
     assert load_config("qwen2.5-math-7b-luffy").objective.prefix_loss == "shaped"
+    # docs/methods.md "Fidelity": the paper's gate pool, verl's entropy weighting, the reference's prompt text
+    assert (c.objective.gate_scope, c.objective.entropy_norm) == ("step", "reference")
+    assert c.data.instruction.endswith("\\boxed{}") and c.eval.protocol == "paper"
+    for name in ("qwen2.5-math-7b-luffy", "qwen2.5-math-7b-rl-sft-loss", "qwen2.5-math-7b-sft-then-rft"):
+        luffy = load_config(name)
+        assert luffy.reward.kind == "luffy_v3" and luffy.data.system_prompt.startswith("Your task is to follow")
+    assert load_config("qwen2.5-math-7b-sft-then-rft").objective.dual_clip == 0.0
 
 
 def test_context_patch_is_applied_at_load(micro_path):

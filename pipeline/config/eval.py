@@ -16,16 +16,20 @@ class EvalConfig:
     """Evaluate the base model before the first step."""
     at_end: bool = True
     """Evaluate the final checkpoint."""
-    protocol: Literal["paper", "luffy"] = "paper"
-    """`paper`: problem + instruction, no system turn, on the suites' own data (docs/method.md §8); `luffy`: LUFFY's
-    valid.all parquet as it is (its system prompt, AIME/AMC rows x32). See evaluation/suites.py."""
+    protocol: Literal["ours", "paper", "luffy"] = "ours"
+    """`ours`: each suite's own copy, problem + instruction, math-verify on the last box after `</think>`;
+    `paper`: Prefix-RFT's evaluation data (LUFFY's valid.* user turns + its instruction, OAT grader);
+    `luffy`: LUFFY's eval script (system prompt dropped, top_p 1.0, OAT grader, its `<think>` rule). The
+    table is in evaluation/protocols.py (docs/method.md §8)."""
+    grader: Literal["protocol", "math_verify", "oat"] = "protocol"
+    """Math grader: the protocol's, math-verify on the last `\\boxed{}`, or the OAT boxed grader."""
     samples_per_problem: int = 0
     """Samples per problem (avg@k, pass@k up to k); 0 means the protocol's count: 32 on AIME24, AIME25
     and AMC, 1 elsewhere (docs/method.md §8)."""
     temperature: float = 0.6
     """Evaluation sampling temperature (docs/method.md §8)."""
-    top_p: float = 0.95
-    """Evaluation nucleus threshold (docs/method.md §8, Q5)."""
+    top_p: float = 0.0
+    """Evaluation nucleus threshold; 0 means the protocol's (0.95 `ours`/`paper`, 1.0 `luffy`; docs/method.md §8, Q5)."""
     max_new_tokens: int = 8192
     """Generation budget per problem (docs/method.md §8)."""
     max_problems: int = 0
@@ -51,7 +55,7 @@ class EvalConfig:
         _check(all(isinstance(s, str) and s for s in self.suites), "eval.suites", "must be suite names")
         _in_range(self.samples_per_problem, "eval.samples_per_problem", 0)
         _in_range(self.temperature, "eval.temperature", 0.0)
-        _check(0.0 < self.top_p <= 1.0, "eval.top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(0.0 <= self.top_p <= 1.0, "eval.top_p", f"must be in [0, 1] (0: the protocol's), got {self.top_p}")
         _in_range(self.max_new_tokens, "eval.max_new_tokens", 1)
         _in_range(self.max_problems, "eval.max_problems", 0)
         _in_range(self.batch_size, "eval.batch_size", 1)

@@ -71,7 +71,8 @@ class DataConfig:
     instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
     """Appended to the problem on a new line to form the user turn (docs/method.md §7, Q7)."""
     system_prompt: str | None = None
-    """System turn; none by default, as in the reference code (docs/method.md §7)."""
+    """System turn we add; none by default, as in the reference code (docs/method.md §7). The tokenizer's chat template
+    may still insert its own default system turn (Qwen2.5-Math's, Llama-3.1's): see pipeline/prompts.py."""
     max_prompt_tokens: int = 1024
     """Rows whose rendered prompt is longer (policy tokenizer) are dropped."""
     max_demo_tokens: int = 8192
@@ -79,6 +80,11 @@ class DataConfig:
     on_demo_mismatch: Literal["drop", "flag"] = "drop"
     """A demonstration whose final answer math-verify does not match to the reference: dropped, or kept
     with `demo_verified=False`."""
+    filters: Literal["ours", "reference"] = "ours"
+    """`ours`: dedup, decontamination and demonstration checks as configured; `reference`: the rows of the
+    source as Prefix-RFT trains on them (its correctness filter is commented out): nothing is dropped but
+    empty or over-length rows; what dedup, decontamination and the demonstration check would have removed
+    is still counted in the curate report (`reference_would_drop_*`)."""
 
     def __post_init__(self) -> None:
         _check(self.source == "toy" or bool(self.sources), "data.sources", "source `files` needs at least one source")

@@ -120,6 +120,10 @@ class GenerateConfig:
 
 @dataclass
 class RewardConfig:
+    kind: Literal["math_verify", "luffy_v3"] = "math_verify"
+    """`math_verify`: the last `\\boxed{}` (docs/method.md §4); `luffy_v3`: LUFFY's `reward_impl_version=3` (`<think>\\n`
+    prepended, 0 without `</think>`, math-verify on the text up to the next `</think>`, no box needed;
+    pipeline/luffy_reward.py)."""
     grade_after_think: bool = True
     """Grade only the text after the last `</think>` when present (docs/method.md §4, Q8)."""
     timeout_s: float = 5.0

@@ -45,6 +45,12 @@ class ObjectiveConfig:
     """Clip generated tokens; off gives -A r unclipped (LUFFY/ReLIFT `loss_remove_clip`, docs/method.md §10)."""
     entropy_coef: float = 0.001
     """Entropy bonus on continuation tokens only (docs/method.md §6, Q6)."""
+    entropy_norm: Literal["loss_agg", "reference"] = "loss_agg"
+    """Normaliser of the entropy bonus: `loss_agg`, the policy loss's (constant: sum / (sequences · L_max));
+    `reference`: the token mean per micro-batch as verl computes it (Prefix-RFT dp_actor, LUFFY mix_actor),
+    divided by the mini-batch's sequences so that its weight relative to our policy loss equals the
+    references' (their Σ/L_max per micro-batch is b times ours for b sequences per micro-batch): with the
+    same coefficient it weighs about L_max / (tokens per sequence) times more than `loss_agg`."""
     loss_agg: Literal["constant", "token_mean"] = "constant"
     """`constant`: token sum / (sequences · L_max), the Dr. GRPO normaliser (docs/method.md §6, Q3);
     `token_mean`: token sum / loss-bearing tokens."""

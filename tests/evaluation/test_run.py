@@ -24,7 +24,7 @@ def test_oracle_scores_everything_on_every_suite(eval_data_dir, tmp_path):
     suites = _suites(out)
     assert set(suites) == set(SUITES) - {"amc23"}
     assert all(s["accuracy"] == 1.0 for s in suites.values()), {n: s["accuracy"] for n, s in suites.items()}
-    # the paper protocol: avg@32 on AIME24/AIME25/AMC, one sample elsewhere; pass@k up to 32
+    # the default protocol: avg@32 on AIME24/AIME25/AMC, one sample elsewhere; pass@k up to 32
     assert suites["aime24"]["samples_per_problem"] == 32 and suites["math500"]["samples_per_problem"] == 1
     assert list(suites["amc"]["pass_at_k"]) == ["1", "2", "4", "8", "16", "32"]
     summary = json.loads((out / "summary.json").read_text())

@@ -65,7 +65,8 @@ def test_all_suites_load_from_the_shared_layout(eval_data_dir):
 def test_luffy_protocol_groups_replicas(eval_data_dir):
     items = SUITES["aime24"].load(str(eval_data_dir), "luffy")
     assert len(items) == 1 and items[0].samples == 3 and items[0].answer == "200"
-    assert items[0].system_prompt and not items[0].instruct and items[0].problem == "Find 0 + 200."
+    # generate_vllm.py asserts remove_system and drops valid.all's system turn; no instruction is added
+    assert items[0].system_prompt is None and not items[0].instruct and items[0].problem == "Find 0 + 200."
     assert SUITES["amc"].load(str(eval_data_dir), "luffy")[0].answer == "142.0"  # as it is
     assert len(SUITES["amc23"].load(str(eval_data_dir), "luffy")) == 1  # not in valid.all: paper items
 

@@ -142,6 +142,19 @@ def test_curate_dedups_decontaminates_verifies_and_reports(tmp_path, micro_token
     assert report2["dropped_prompt_fraction"] == 2  # round(0.5 * 4) = 2 kept
 
 
+def test_reference_filters_keep_every_row_and_count_what_each_filter_would_drop(tmp_path, micro_tokenizer):
+    cfg = DataConfig(source="files", sources=_sources(tmp_path), eval_data_dir=str(_eval_dir(tmp_path / "ev")),
+                     decontaminate=["aime24", "math500"], max_prompt_tokens=100_000, max_demo_tokens=100_000,
+                     filters="reference")
+    report: dict = {}
+    ds = curate.run(curate.load_source(cfg, report), cfg, tokenizer=micro_tokenizer, report=report)
+    # the same 9 rows as above: nothing dropped; the counts of the default filters are reported
+    assert report["rows_out"] == len(ds) == 9
+    assert report["reference_would_drop_duplicate"] == 1 and report["reference_would_drop_contaminated"] == 2
+    assert report["reference_would_drop_demo_mismatch"] == 1 and report["reference_would_drop_unparsable_answer"] == 1
+    assert sum(not v for v in ds["demo_verified"]) == 2
+
+
 def test_weight_samples_a_fraction_of_a_source(tmp_path):
     rows = [{"problem": f"Problem {i}?", "solution": f"$\\boxed{{{i}}}$", "answer": str(i)} for i in range(10)]
     spec = {"path": str(_jsonl(tmp_path / "a.jsonl", rows)), "format": "aime", "weight": "0.3"}

@@ -139,3 +139,19 @@ def test_fused_reference_logprobs_equal_the_separate_pass_bit_for_bit(objective,
     timing = [k for k in s_fused if k.startswith("seconds")]
     assert {k: v for k, v in s_fused.items() if k not in timing} == {k: v for k, v in s_sep.items() if k not in timing}
     assert m_fused.to_pandas().equals(m_sep.to_pandas())  # NaN where both have NaN
+
+
+def test_reference_entropy_norm_is_the_micro_batch_token_mean_over_sequences():
+    # one micro-batch of all 8 sequences: verl's token mean H, divided by the 8 sequences (config docstring);
+    # `loss_agg` (constant): token sum / (8 * L_max), L_max = 16 here
+    ds = _reward_ds()
+    _, _, _, ref = _step(ds, ObjectiveConfig(entropy_norm="reference"), micro_batch_size=8, mini_batches=1)
+    _, _, _, agg = _step(ds, ObjectiveConfig(), micro_batch_size=8, mini_batches=1)
+    tokens = sum(len(c) for c in ds[S.COMPLETION_IDS])
+    mean_h = ref["entropy"]  # the step's token-mean entropy of generated tokens
+    assert ref["entropy_loss"] == pytest.approx(mean_h / 8, rel=1e-5)
+    assert agg["entropy_loss"] == pytest.approx(agg["entropy"] * tokens / (8 * 16), rel=1e-5)
+    # two micro-batches of 4: the sum of their token means over 8
+    _, _, _, two = _step(ds, ObjectiveConfig(entropy_norm="reference"), micro_batch_size=4, mini_batches=1)
+    assert two["entropy_loss"] != pytest.approx(ref["entropy_loss"], rel=1e-6)
+    assert two["entropy_loss"] == pytest.approx(mean_h / 8 * 2, rel=0.5)
