@@ -47,6 +47,7 @@ def test_every_gold_answer_scores_one_against_itself(rows):
     assert failed == []
 
 
+@pytest.mark.slow  # ~1,500 sympy comparisons, symbolic ones up to a second each on a loaded machine
 def test_answers_of_different_problems_score_zero(rows):
     pairs = cross_pairs(rows, shifts=1)
     assert len(pairs) > 1400
