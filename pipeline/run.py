@@ -295,8 +295,10 @@ class Run:
             seconds = time.perf_counter() - t0
             ds = _merge_shards(self.acc, src, rows, part)
             tokens = sum(len(c) for c in S.column_lists(ds, S.COMPLETION_IDS)[S.COMPLETION_IDS]) if ds is not None else 0
+            prefill = _prefill_tokens(ds) if ds is not None else 0
             return ds, {"completion_tokens": tokens, "tokens": tokens, "engine": backend.version(),
-                        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+                        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "rollout_tokens": tokens,
+                        "rollout_flops": accounting.rollout_flops(self.state.model, prefill, tokens, len(ds or []))}
 
         return self.cached("generate", step, compute, force=force, collective=True)
 
@@ -388,7 +390,9 @@ class Run:
                 meta = cache.read_stage(self.stage_dir("update", step)).meta
                 row = {"step": step, **meta["stats"]}
                 for stage in methods.step_stages(self.cfg, step)[:-1]:
-                    row[f"seconds_stage_{stage}"] = cache.read_stage(self.stage_dir(stage, step)).meta["stats"].get("seconds")
+                    st = cache.read_stage(self.stage_dir(stage, step)).meta["stats"]
+                    row[f"seconds_stage_{stage}"] = st.get("seconds")
+                    row.update({k: st[k] for k in ("rollout_tokens", "rollout_flops") if k in st})
                 val = self.out / "eval" / "validation" / f"step-{step:06d}" / "summary.json"
                 if self.cfg.eval.validation_every and val.is_file():
                     row.update(_validation_metrics(json.loads(val.read_text())["suites"]))
@@ -420,6 +424,12 @@ def _tokens(ds: Dataset) -> int:
     """Prompt + demonstration + completion tokens of a stage's rows."""
     cols = [c for c in (S.PROMPT_IDS, S.PREFIX_IDS, S.COMPLETION_IDS) if c in ds.column_names]
     return sum(len(x) for col in S.column_lists(ds, *cols).values() for x in col)
+
+
+def _prefill_tokens(ds: Dataset) -> int:
+    """Prompt + demonstration-prefix tokens of the rows the engine generated for (not whole demonstrations)."""
+    c = S.column_lists(ds, S.PROMPT_IDS, S.PREFIX_IDS, S.IS_DEMO)
+    return sum(len(p) + len(f) for p, f, d in zip(c[S.PROMPT_IDS], c[S.PREFIX_IDS], c[S.IS_DEMO]) if not d)
 
 
 def _step_summary(ds: Dataset) -> dict[str, float]:
@@ -568,6 +578,7 @@ def _summary(run: Run, base: dict, final: dict, seconds: float) -> dict[str, Any
         "rewards": [r["reward_mean"] for r in rows if "reward_mean" in r],
         "final_checkpoint": str(checkpoint_dir(run.out, T)), "metrics": str(run.out / "metrics.jsonl"),
         "eval_dir": str(run.out / "eval"),
+        "compute": accounting.run_compute(rows),  # update FLOPs + rollout tokens/FLOPs charged (SFT included)
     }
 
 
@@ -595,6 +606,11 @@ def format_summary(s: dict[str, Any]) -> str:
         if s.get("reward_on_policy_first_quarter") is not None:
             lines.append(f"train reward, on-policy only:  first quarter {s['reward_on_policy_first_quarter']:.3f} -> "
                          f"last quarter {s['reward_on_policy_last_quarter']:.3f}")
+    if s.get("compute"):
+        c = s["compute"]
+        lines += ["", f"compute charged: {c['total_flops']:.3g} FLOPs (update {c['update_flops']:.3g}, rollout "
+                      f"{c['rollout_flops']:.3g} for {c['rollout_tokens']:.0f} generated tokens; "
+                      f"{c['sft_steps']:.0f} SFT + {c['rl_steps']:.0f} RL steps)"]
     lines += ["", f"final checkpoint  {s['final_checkpoint']}", f"step metrics      {s['metrics']}",
               f"evaluations       {s['eval_dir']}", f"summary           {s['output_dir']}/summary.json"]
     return "\n".join(lines)
