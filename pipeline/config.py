@@ -73,8 +73,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: Literal["toy", "files"] = "toy"
-    """Where demonstrations come from. `toy`: the embedded procedural task; `files`: `data.sources`."""
+    source: Literal["toy", "countdown", "files"] = "toy"
+    """Where demonstrations come from. `toy`: the embedded chain task; `countdown`: the embedded Countdown
+    task (pipeline/embedded/countdown.py; pair it with `model.name_or_path: embedded:countdown`); `files`:
+    `data.sources`."""
     sources: list[dict[str, str]] = field(default_factory=list)
     """Real training sources when `source: files`: mappings with `path`, `format`, `weight`, ... (see
     pipeline/sources.py)."""
@@ -97,7 +99,7 @@ class DataConfig:
     decontam_threshold: float = 0.5
     """A training problem holding at least this fraction of an evaluation problem's n-grams is dropped."""
     toy_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    """Toy task difficulty levels to train on (level k = k+1 operands)."""
+    """Embedded task difficulty levels to train on (level k = k+1 operands/numbers; toy and countdown)."""
     toy_problems_per_level: int = 2000
     """Training problems generated per toy level (fewer when a level has fewer distinct problems)."""
     toy_seed: int = 0
@@ -115,7 +117,7 @@ class DataConfig:
     with `demo_verified=False`."""
 
     def __post_init__(self) -> None:
-        _check(self.source == "toy" or bool(self.sources), "data.sources", "source `files` needs at least one source")
+        _check(self.source != "files" or bool(self.sources), "data.sources", "source `files` needs at least one source")
         _in_range(self.prompt_fraction, "data.prompt_fraction", 0.0, 1.0)
         _in_range(self.demo_fraction, "data.demo_fraction", 0.0, 1.0)
         _in_range(self.decontam_ngram, "data.decontam_ngram", 1)
@@ -459,6 +461,9 @@ class EvalConfig:
     `val_<suite>_accuracy` with the step metrics; 0 disables."""
     validation_problems: int = 60
     """Problems per suite in the validation slice (evenly spaced; `samples_per_problem`, 1 if 0)."""
+    validation_suites: list[str] = field(default_factory=list)
+    """Suites of the validation evaluation; [] evaluates a slice of `eval.suites`. Set it to a split
+    disjoint from the held-out one (`toy_val`, `countdown_val`) when choices are made on validation."""
 
     def __post_init__(self) -> None:
         _check(all(isinstance(s, str) and s for s in self.suites), "eval.suites", "must be suite names")

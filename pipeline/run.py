@@ -472,7 +472,8 @@ def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, di
     eval_cfg = validation_config(run.cfg.eval) if validation else run.cfg.eval
     summaries: dict[str, dict[str, Any]] = {}
     if run.acc.is_main_process:
-        suites = resolve_suites(run.cfg.eval.suites)
+        suites = resolve_suites(run.cfg.eval.validation_suites if validation and run.cfg.eval.validation_suites
+                                else run.cfg.eval.suites)
         if run.state is not None and run.state.step == step and not is_sharded(run.state.model):
             model = run.acc.unwrap_model(run.state.model)
         else:
