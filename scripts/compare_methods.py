@@ -94,9 +94,10 @@ TASKS = {"toy": Task("toy", "compare_toy", "toy", "toy_val"),
          "countdown": Task("countdown", "compare_countdown", "countdown", "countdown_val")}
 LRS = (3e-5, 1e-4, 3e-4)
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"rl_steps": 6, "seeds": (0,), "lrs": (1e-4,), "eval": ("eval.samples_per_problem=1",)},
-    "default": {"rl_steps": 20, "seeds": (0, 1, 2), "lrs": LRS, "eval": ()},
-    "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "eval": ()},
+    "quick": {"rl_steps": 6, "seeds": (0,), "lrs": (1e-4,), "eval": ("eval.samples_per_problem=1",),
+              "validation_problems": 60},
+    "default": {"rl_steps": 20, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "validation_problems": 100000},
+    "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "validation_problems": 100000},
 }
 VALIDATION_POINTS = 5
 SFT_VALIDATION_POINTS = 10
@@ -129,7 +130,8 @@ def sft_steps_for(shared: dict[str, Any], rl_steps: int) -> int:
 
 
 def method_config(method: Method, base: str, seed: int, overrides: list[str], *, lr: float,
-                  rl_steps: int, val_suite: str, sft_checkpoint: str | None = None) -> dict[str, Any]:
+                  rl_steps: int, val_suite: str, sft_checkpoint: str | None = None,
+                  validation_problems: int = 100000) -> dict[str, Any]:
     """The raw recipe of one run: the base recipe (+ user overrides: the shared budget), the method's own
     settings, seed, learning rate, step count, validation and checkpoint cadence. Raises ConfigError when the
     result is invalid."""
@@ -148,7 +150,7 @@ def method_config(method: Method, base: str, seed: int, overrides: list[str], *,
     extra = [f"train.total_steps={steps}", f"train.seed={seed}", f"train.save_every={every}",
              f"{'sft' if sft else 'update'}.lr={lr:.6e}",  # YAML reads 3e-05 as a string, 3.000000e-05 as a float
              f"eval.validation_every={every}",
-             f"eval.validation_suites=[{val_suite}]", "eval.validation_problems=100000",
+             f"eval.validation_suites=[{val_suite}]", f"eval.validation_problems={validation_problems}",
              "eval.at_start=false", "eval.at_end=false"]
     if sft:
         extra.append(f"sft.warmup_steps={max(1, steps // 20)}")
@@ -342,7 +344,8 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
         f"- learning rate: chosen per method from {', '.join(f'{x:g}' for x in p['lrs'])} by best validation accuracy "
         "on seed 0 (sft.lr for SFT, update.lr for the RL phase); other seeds use the chosen value",
         f"- checkpoints: validation every {max(1, p['rl_steps'] // VALIDATION_POINTS)} RL steps / "
-        f"{max(1, sft_steps // SFT_VALIDATION_POINTS)} SFT steps on the whole validation suite; the best validated "
+        f"{max(1, sft_steps // SFT_VALIDATION_POINTS)} SFT steps on the validation suite (up to "
+        f"{p['validation_problems']} problems); the best validated "
         "checkpoint of every run is evaluated on the held-out suite (never used for a choice)",
         f"- shared overrides: {' '.join(overrides) or '(none)'}",
     ])
@@ -373,7 +376,8 @@ class Comparison:
                 raise UserError(f"{m.name} starts from the SFT model: include `sft` in --methods")
             sft_ckpt = str(self.sft_selected[seed][0])
         raw = method_config(m, self.task.recipe, seed, self.overrides, lr=lr, rl_steps=self.p["rl_steps"],
-                            val_suite=self.task.val_suite, sft_checkpoint=sft_ckpt)
+                            val_suite=self.task.val_suite, sft_checkpoint=sft_ckpt,
+                            validation_problems=self.p["validation_problems"])
         import yaml
 
         path = self.out / "configs" / f"{m.name}-lr{lr:g}-seed{seed}.yaml"

@@ -105,7 +105,7 @@ def test_lr_is_chosen_on_validation_and_sft_checkpoint_feeds_sft_then_x(tmp_path
 
     monkeypatch.setattr(cm, "run_one", fake_run_one)
     monkeypatch.setattr(cm, "evaluate_checkpoint", fake_eval)
-    preset = {"rl_steps": 20, "seeds": (0, 1), "lrs": cm.LRS, "eval": ()}
+    preset = {"rl_steps": 20, "seeds": (0, 1), "lrs": cm.LRS, "eval": (), "validation_problems": 100000}
     comp = cm.Comparison(cm.TASKS["toy"], tmp_path, preset, [cm.BY_NAME["sft-rft"], cm.BY_NAME["sft"]], [0, 1], [],
                          False)
     agg = comp.run()
