@@ -19,7 +19,7 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   charged the SFT run's compute plus their own.
 - Tuning: each method's learning rate (sft.lr for SFT, update.lr for the RL phase) is chosen from the same
   three values (LRS) by the best validation accuracy on seed 0; seeds 1.. run at the chosen value. Every run
-  validates every R/5 steps (SFT: every tenth of its steps) on the whole validation suite, and its checkpoint
+  validates every R/5 steps (SFT: every tenth of its steps) on the validation suite (the preset's number of problems), and its checkpoint
   with the best validation accuracy is the one evaluated on the held-out split. Nothing is chosen on held-out.
 - Rows: METHODS below. Prefix-RFT and its ablations are the base recipe itself.
 
@@ -29,8 +29,8 @@ per task OUTPUT/<task>/results.{json,md} (held-out mean ± std per level, select
 and accuracy_vs_compute.png, and OUTPUT/results.md for all tasks.
 
 Presets (measured/estimated times in docs/results.md): `quick` (seed 0, one learning rate, 6 RL steps, one
-evaluation sample: a smoke run of the harness, ranks nothing), `default` (3 seeds, the sweep, 20 RL steps),
-`full` (3 seeds, the sweep, 50 RL steps).
+evaluation sample: a smoke run of the harness, ranks nothing), `default` (3 seeds, the sweep, 10 RL steps,
+100 validation problems per task), `full` (3 seeds, the sweep, 50 RL steps, the whole validation split).
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ LRS = (3e-5, 1e-4, 3e-4)
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"rl_steps": 6, "seeds": (0,), "lrs": (1e-4,), "eval": ("eval.samples_per_problem=1",),
               "validation_problems": 60},
-    "default": {"rl_steps": 20, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "validation_problems": 100000},
+    # default: sized to fit ~90 min on an idle 2-core machine for both tasks (an estimate; docs/results.md)
+    "default": {"rl_steps": 10, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "validation_problems": 100},
     "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "validation_problems": 100000},
 }
 VALIDATION_POINTS = 5

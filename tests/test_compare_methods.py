@@ -130,7 +130,8 @@ def test_dry_run_writes_every_config(tmp_path, capsys):
     assert cm.main(["--output-dir", str(tmp_path), "--dry-run", "--preset", "default"]) == 0
     for task in ("toy", "countdown"):
         assert len(list((tmp_path / task / "configs").glob("*.yaml"))) == 11 * 3 + 11 * 2  # sweep + 2 seeds
-    assert "SFT 213 steps at matched compute" in (tmp_path / "protocol.md").read_text()
+    # the default budget: 10 RL steps = 10 * 1024 / 96 = 106.7 -> 107 SFT steps
+    assert "SFT 107 steps at matched compute" in (tmp_path / "protocol.md").read_text()
 
 
 def test_sft_then_x_without_sft_is_a_clear_error(tmp_path, capsys):
