@@ -139,7 +139,7 @@ def method_config(method: Method, base: str, seed: int, overrides: list[str], *,
     shared, _ = read_recipe(base)
     shared = apply_overrides(shared, overrides)
     if method.recipe == BASE and int((shared.get("prefixes") or {}).get("hybrids_per_prompt", 1)) < 1:
-        raise ConfigError(f"--recipe-base {base}: {method.name} is the base recipe itself, so the base must be a "
+        raise ConfigError(f"task recipe {base}: {method.name} is the base recipe itself, so the base must be a "
                           "Prefix-RFT recipe (prefixes.hybrids_per_prompt >= 1); use compare_toy or "
                           "compare_countdown, or leave the Prefix-RFT methods out with --methods")
     own = _own_settings(method.recipe) if method.recipe not in (BASE, base) else {}

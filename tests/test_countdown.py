@@ -106,3 +106,34 @@ def test_several_routes_exist_and_demonstrations_spread_over_first_moves():
     p = cd.Problem(3, (2, 3, 4, 6), 24)
     routes = {tuple(cd.solve(p.numbers, 24, random.Random(s))) for s in range(20)}
     assert len(routes) >= 3
+
+
+def test_countdown_tokenizer_covers_the_task():
+    from pipeline.embedded.build import build_tokenizer
+
+    tok = build_tokenizer(0, 384, "countdown")
+    p = cd.train_split([3], 1, 0)[0]
+    for text in (p.text, p.demonstration):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == text
+    assert all(len(tok(str(d), add_special_tokens=False)["input_ids"]) == 1 for d in range(10))
+    assert all(len(tok(op, add_special_tokens=False)["input_ids"]) == 1 for op in "+-*/")
+
+
+def test_curate_keeps_every_verified_countdown_demonstration(micro_tokenizer):
+    from pipeline.config import DataConfig
+    from stages import curate
+
+    cfg = DataConfig(source="countdown", toy_levels=[2, 3], toy_problems_per_level=30)
+    report = {}
+    ds = curate.run(curate.load_source(cfg), cfg, tokenizer=micro_tokenizer, report=report)
+    assert len(ds) == 60 and report["dropped_demo_mismatch"] == 0 and all(ds["demo_verified"])
+    assert set(ds["source"]) == {"countdown"} and ds[0]["answer"].startswith("countdown:")
+    # a wrong demonstration is caught by the same verifier
+    bad = curate.load_source(cfg).to_dict()
+    bad["demonstration"][0] = bad["demonstration"][0].replace("\\boxed{", "\\boxed{1 + ")
+    from pipeline import schema as S
+
+    report = {}
+    curate.run(S.make_dataset(bad), cfg, tokenizer=micro_tokenizer, report=report)
+    assert report["dropped_demo_mismatch"] == 1
