@@ -76,6 +76,11 @@ def item_messages(item: EvalItem) -> list[dict[str, str]]:
 def oracle_completion(suite: Suite, item: EvalItem) -> str:
     """The reference, boxed: a choice item answers with the label as displayed (ARC's digits included)."""
     answer = item.labels[LETTERS.index(item.answer)] if suite.grader == "choice" else item.answer
+    if answer.startswith("countdown:"):  # the embedded Countdown task: the solver's worked route
+        from pipeline.embedded import countdown
+
+        target, numbers = countdown.parse_reference(answer)
+        return countdown.demonstration(tuple(numbers), countdown.solve(tuple(numbers), target) or [])
     return f"The answer is \\boxed{{{answer}}}."
 
 
