@@ -82,9 +82,11 @@ def test_aggregate_and_table():
     assert "| base policy | - | 10.0 | 10.0 |" in md
 
 
-def test_lr_is_chosen_on_validation_and_sft_checkpoint_feeds_sft_then_x(tmp_path, monkeypatch):
-    """The sweep's choice and the SFT hand-over, with training and evaluation replaced by recorded runs."""
-    val = {1e-4: [0.2, 0.6], 3e-4: [0.5, 0.4], 3e-5: [0.1, 0.1]}  # lr -> validation at steps 4, 8
+VAL = {1e-4: [0.2, 0.6], 3e-4: [0.5, 0.4], 3e-5: [0.1, 0.1]}  # lr -> validation at steps 4, 8
+
+
+def _fake_runs(monkeypatch, val=VAL):
+    """Training and evaluation replaced by recorded runs: (trained [(method, model)], evaluated [checkpoint])."""
     trained, evaluated = [], []
 
     def fake_run_one(cfg_path, run_dir):
@@ -94,7 +96,8 @@ def test_lr_is_chosen_on_validation_and_sft_checkpoint_feeds_sft_then_x(tmp_path
         trained.append((run_dir.parent.name, raw["model"]["name_or_path"]))
         lr = raw["sft"]["lr"] if (raw.get("sft") or {}).get("mode") == "only" else raw["update"]["lr"]
         run_dir.mkdir(parents=True, exist_ok=True)
-        rows = [{"step": s, "phase": "rl", "val_toy_val_accuracy": a, "model_flops": 1.0} for s, a in zip((4, 8), val[lr])]
+        rows = [{"step": s, "phase": "rl", f"val_{raw['eval']['validation_suites'][0]}_accuracy": a, "model_flops": 1.0}
+                for s, a in zip((4, 8), val[lr])]
         (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         (run_dir / "summary.json").write_text(json.dumps({"wall_seconds": 5.0, "compute": {"total_flops": 10.0},
                                                           "reward_last_quarter": None}))
@@ -105,6 +108,12 @@ def test_lr_is_chosen_on_validation_and_sft_checkpoint_feeds_sft_then_x(tmp_path
 
     monkeypatch.setattr(cm, "run_one", fake_run_one)
     monkeypatch.setattr(cm, "evaluate_checkpoint", fake_eval)
+    return trained, evaluated
+
+
+def test_lr_is_chosen_on_validation_and_sft_checkpoint_feeds_sft_then_x(tmp_path, monkeypatch):
+    """The sweep's choice and the SFT hand-over, with training and evaluation replaced by recorded runs."""
+    trained, evaluated = _fake_runs(monkeypatch)
     preset = {"rl_steps": 20, "seeds": (0, 1), "lrs": cm.LRS, "eval": (), "validation_problems": 100000}
     comp = cm.Comparison(cm.TASKS["toy"], tmp_path, preset, [cm.BY_NAME["sft-rft"], cm.BY_NAME["sft"]], [0, 1], [],
                          False)
@@ -137,3 +146,16 @@ def test_dry_run_writes_every_config(tmp_path, capsys):
 def test_sft_then_x_without_sft_is_a_clear_error(tmp_path, capsys):
     assert cm.main(["--output-dir", str(tmp_path), "--methods", "sft-rft", "--tasks", "toy", "--preset", "quick"]) == 2
     assert "include `sft` in --methods" in capsys.readouterr().err
+
+
+def test_whole_command_writes_tables_and_plot_per_task(tmp_path, monkeypatch, capsys):
+    _fake_runs(monkeypatch)
+    assert cm.main(["--output-dir", str(tmp_path), "--methods", "sft,rft,sft-prefix-rft", "--seeds", "0,1"]) == 0
+    for task in ("toy", "countdown"):
+        res = json.loads((tmp_path / task / "results.json").read_text())
+        assert set(res["methods"]) == {"sft", "rft", "sft-prefix-rft"} and res["lrs"] == list(cm.LRS)
+        assert res["methods"]["rft"]["seeds"] == [0, 1] and res["methods"]["sft-prefix-rft"]["total_flops"] == 20.0
+        assert "| SFT -> Prefix-RFT | 0.0001 | 25.0 ± 0.0 |" in (tmp_path / task / "results.md").read_text()
+        assert (tmp_path / task / "accuracy_vs_compute.png").stat().st_size > 1000
+    top = (tmp_path / "results.md").read_text()
+    assert "## toy:" in top and "## countdown:" in top and "compare_methods protocol (preset default)" in top
