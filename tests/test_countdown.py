@@ -137,3 +137,30 @@ def test_curate_keeps_every_verified_countdown_demonstration(micro_tokenizer):
     report = {}
     curate.run(S.make_dataset(bad), cfg, tokenizer=micro_tokenizer, report=report)
     assert report["dropped_demo_mismatch"] == 1
+
+
+@pytest.mark.slow
+def test_compare_countdown_recipe_trains_on_countdown(tmp_path, micro_path):
+    """The Countdown recipe end to end on the micro model (its fast variant): curate, prefixes with demonstration
+    slots, generation, the Countdown verifier as reward, update, and a validation pass on countdown_val."""
+    import json
+
+    from datasets import load_from_disk
+
+    from pipeline.config import RECIPE_DIR, load_config
+    from pipeline.run import train
+
+    fast = [x.strip() for x in (RECIPE_DIR / "fast-variant.txt").read_text().splitlines()
+            if x.strip() and not x.startswith("#")]
+    cfg = load_config("compare_countdown", fast + ["data.toy_levels=[2]", "eval.at_start=false",
+                                                   "eval.validation_every=2", "eval.validation_suites=[countdown_val]",
+                                                   "eval.validation_problems=4", "eval.samples_per_problem=1"])
+    assert cfg.data.source == "countdown" and cfg.eval.suites == ["countdown"]
+    out = tmp_path / "cd"
+    summary = train(cfg, out)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and "val_countdown_val_accuracy" in rows[1]
+    reward = load_from_disk(str(out / "steps" / "000001" / "reward" / "data"))
+    assert all(a.startswith("countdown:") for a in reward["answer"])
+    assert set(reward["reward_status"]) <= {"ok", "no_answer"}
+    assert summary["eval"]["countdown"]["final"]["problems"] == 6 and summary["compute"]["rl_steps"] == 2
