@@ -44,6 +44,7 @@ from pipeline import cache
 from pipeline.backends import GenerationRequest, RolloutBackend, SamplingParams
 from pipeline.backends.hf import TransformersBackend
 from pipeline.config import EvalConfig, ModelConfig, build_section
+from pipeline.embedded import countdown
 from pipeline.errors import UserError
 from pipeline.logs import setup_logging
 from pipeline.oat_grader import oat_reward
@@ -101,6 +102,9 @@ def oracle_completion(suite: Suite, item: EvalItem, control: str = "oracle", wro
     """A control's answer: `oracle` boxes the reference; `oracle-unboxed` states it without a box
     (`ANSWER: C` for a choice item); `negative` boxes a wrong answer (`wrong_answers`)."""
     label = _label(suite, item)
+    if control == "oracle" and label.startswith(countdown.PREFIX):  # the embedded Countdown task: a solver route
+        target, numbers = countdown.parse_reference(label)
+        return countdown.demonstration(tuple(numbers), countdown.solve(tuple(numbers), target) or [])
     if control == "oracle-unboxed":
         return f"ANSWER: {label}" if suite.grader == "choice" else f"The final answer is {label}"
     if control == "negative":

@@ -13,6 +13,9 @@
 | gpqa_diamond | 198 | Idavidrein/gpqa, gpqa_diamond, train (gated) | gpqa_diamond.parquet, valid.gpqa.parquet | the correct option's letter |
 | mmlu_pro | 12,032 | TIGER-Lab/MMLU-Pro, test | mmlu_pro_test.parquet, valid.mmlu_pro.parquet | `answer` (A-J) |
 | toy | 527 | the embedded task's held-out split (up to 100 distinct problems per level 1-6; level 1 has fewer) | - | the task's answer |
+| toy_val | 200 | the embedded task's validation split (test-partition problems outside `toy`, 40 per level 2-6) | - | the task's answer |
+| countdown | 431 | the embedded Countdown task's held-out split (up to 100 per level 1-5; level 1 has fewer) | - | `countdown:<target>:<numbers>` |
+| countdown_val | 160 | Countdown validation split (outside `countdown`, 40 per level 2-5) | - | `countdown:<target>:<numbers>` |
 
 Groups: `math` = the six benchmarks of the paper's headline (aime24, aime25, amc, math500, minerva,
 olympiadbench); `general` = arc_c, gpqa_diamond, mmlu_pro. `amc23` is the 40-problem AMC 2023 set, not
@@ -201,6 +204,16 @@ def _load_toy(data_dir: str | None) -> list[EvalItem]:
             for p in task.test_split(list(range(1, 7)), 100)]
 
 
+def _load_embedded(module: str, split: str, levels: list[int]) -> Callable[[str | None], list[EvalItem]]:
+    def load(data_dir: str | None) -> list[EvalItem]:
+        import importlib
+
+        mod = importlib.import_module(f"pipeline.embedded.{module}")
+        return [EvalItem(mod.problem_id(p), p.text, str(p.answer), p.level) for p in getattr(mod, split)(levels)]
+
+    return load
+
+
 def find_local(data_dir: str, names: tuple[str, ...], what: str) -> Path:
     """`<data_dir>/eval/<name>` or `<data_dir>/<name>` for the first name that exists."""
     for name in names:
@@ -307,6 +320,13 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
            ("mmlu_pro_test.parquet", "valid.mmlu_pro.parquet"), "MMLU-Pro test, 12,032 questions, options A-J"),
     Suite("toy", "math", "held-out split of the embedded task, up to 100 problems per level 1-6 (527)",
           loader=_load_toy),
+    Suite("toy_val", "math", "validation split of the embedded task: test-partition problems outside `toy`, 40 per "
+          "level 2-6 (200); for choosing learning rates and checkpoints", loader=_load_embedded(
+              "task", "validation_split", [2, 3, 4, 5, 6])),
+    Suite("countdown", "math", "held-out split of the embedded Countdown task, up to 100 problems per level 1-5 (431)",
+          loader=_load_embedded("countdown", "test_split", [1, 2, 3, 4, 5])),
+    Suite("countdown_val", "math", "validation split of the Countdown task: test-partition problems outside "
+          "`countdown`, 40 per level 2-5 (160)", loader=_load_embedded("countdown", "validation_split", [2, 3, 4, 5])),
 ]}
 GROUPS: dict[str, list[str]] = {
     "math": ["aime24", "aime25", "amc", "math500", "minerva", "olympiadbench"],

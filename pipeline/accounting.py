@@ -121,3 +121,40 @@ def update_flops(model: Any, tokens: int, sequences: int, seconds: float, precis
     achieved = flops / max(seconds, 1e-9)
     return {"model_flops": flops, "flops_per_s": round(achieved, 1), "peak_flops_per_s": round(peak, 1),
             "mfu": float(f"{achieved / peak:.4g}")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# compute charged to a run (what scripts/compare_methods.py matches budgets on)
+#
+# Every step is charged what it spends: an update its model FLOPs (`model_flops`, above: 3 forward
+# equivalents per trained token, 4 with the separate pre-update log-prob pass; SFT steps included), a
+# generation its rollout tokens (tokens the engine generated) and their FLOPs: one forward per token the
+# engine processed (prompt and demonstration prefix once at prefill, then every generated token; the KV
+# cache makes each a single forward). Evaluation is not charged: every method runs the same one.
+
+
+def rollout_flops(model: Any, prompt_tokens: int, generated_tokens: int, sequences: int) -> float:
+    """Forward FLOPs of generating `generated_tokens` after `prompt_tokens` of prefill, over `sequences`."""
+    processed = prompt_tokens + generated_tokens
+    context = processed / max(1, sequences) / 2
+    return float(processed * forward_flops_per_token(model, context))
+
+
+COMPUTE_FIELDS = ("update_flops", "rollout_flops", "rollout_tokens", "update_tokens")
+
+
+def run_compute(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Totals over a run's metric rows (metrics.jsonl): update FLOPs and tokens, rollout FLOPs and
+    generated tokens, their sum (`total_flops`), and the number of SFT and RL steps."""
+    out = {k: 0.0 for k in COMPUTE_FIELDS}
+    sft = rl = 0
+    for r in rows:
+        out["update_flops"] += float(r.get("model_flops") or 0.0)
+        out["update_tokens"] += float(r.get("tokens") or 0.0)
+        out["rollout_flops"] += float(r.get("rollout_flops") or 0.0)
+        out["rollout_tokens"] += float(r.get("rollout_tokens") or 0.0)
+        sft += r.get("phase") == "sft"
+        rl += r.get("phase") == "rl"
+    out["total_flops"] = out["update_flops"] + out["rollout_flops"]
+    out["sft_steps"], out["rl_steps"] = float(sft), float(rl)
+    return out

@@ -19,6 +19,7 @@ from collections import OrderedDict
 
 from pipeline.answer_guard import harden_sympy, screen_answer
 from pipeline.scoring import Result, get_pool
+from pipeline.embedded import countdown
 
 MAX_GRADED_CHARS = 20_000  # tail of the response that is searched for the answer
 MAX_BOXED_CHARS = 400  # longer boxed content is not an answer to these problems
@@ -165,9 +166,33 @@ def _key(response: str, reference: str, after_think: bool) -> str:
     return h.hexdigest()
 
 
+def countdown_reward(completion: str, reference: str, after_think: bool = True) -> Result:
+    """The Countdown verifier (pipeline/embedded/countdown.py): the last boxed expression must use exactly the
+    reference's numbers and equal its target. Parsed by a linear recursive-descent parser over a capped string
+    (no eval, no sympy), so it runs in-process."""
+    boxed = last_boxed(graded_region(completion, after_think))
+    if boxed is None or not boxed.strip():
+        return 0.0, "no_answer", ""
+    score, status = countdown.check_expression(boxed, reference)
+    return score, status, boxed[:MAX_BOXED_CHARS]
+
+
 def math_verify_reward(completions: list[str], answers: list[str], *, after_think: bool = True,
                        timeout_s: float = 5.0, num_workers: int = 0) -> list[Result]:
-    """Score every completion against its reference answer; results cached by (completion, reference)."""
+    """Score every completion against its reference answer; results cached by (completion, reference).
+    A `countdown:` reference (the embedded Countdown task) is graded by `countdown_reward` instead."""
+    if any(str(a).startswith(countdown.PREFIX) for a in answers):
+        plain = [i for i, a in enumerate(answers) if not str(a).startswith(countdown.PREFIX)]
+        out: list[Result | None] = [None] * len(answers)
+        for i, (c, a) in enumerate(zip(completions, answers, strict=True)):
+            if str(a).startswith(countdown.PREFIX):
+                out[i] = countdown_reward(c, str(a), after_think)
+        if plain:
+            for i, r in zip(plain, math_verify_reward([completions[i] for i in plain], [answers[i] for i in plain],
+                                                      after_think=after_think, timeout_s=timeout_s,
+                                                      num_workers=num_workers)):
+                out[i] = r
+        return out  # type: ignore[return-value]
     keys = [_key(c, a, after_think) for c, a in zip(completions, answers, strict=True)]
     known: dict[str, Result] = {k: _CACHE[k] for k in keys if k in _CACHE}
     todo: dict[str, int] = {}

@@ -278,7 +278,9 @@ class Run:
                 meta = cache.read_stage(self.stage_dir("update", step)).meta
                 row = {"step": step, **meta["stats"]}
                 for stage in step_stages(self.cfg, step)[:-1]:
-                    row[f"seconds_stage_{stage}"] = cache.read_stage(self.stage_dir(stage, step)).meta["stats"].get("seconds")
+                    st = cache.read_stage(self.stage_dir(stage, step)).meta["stats"]
+                    row[f"seconds_stage_{stage}"] = st.get("seconds")
+                    row.update({k: st[k] for k in ("rollout_tokens", "rollout_flops") if k in st})
                 val = self.out / "eval" / "validation" / f"step-{step:06d}" / "summary.json"
                 if self.cfg.eval.validation_every and val.is_file():
                     row.update(validation_metrics(json.loads(val.read_text())["suites"]))
@@ -318,7 +320,8 @@ def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, di
 
     def main(backend: Any) -> dict[str, dict[str, Any]]:
         out.mkdir(parents=True, exist_ok=True)
-        return evaluate(backend, run.tokenizer, resolve_suites(run.cfg.eval.suites), eval_cfg, out,
+        names = run.cfg.eval.validation_suites if validation and run.cfg.eval.validation_suites else run.cfg.eval.suites
+        return evaluate(backend, run.tokenizer, resolve_suites(names), eval_cfg, out,
                         stop_ids=stop_token_ids(run.tokenizer, backend.model), policy_fp=run.policy_fp(step),
                         data_dir=eval_cfg.data_dir,
                         label=("validation " if validation else "") + ("base" if step == 0 else f"step {step}"))

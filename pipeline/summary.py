@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline import accounting
 from pipeline.run_outputs import outputs_lines
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def run_summary(out: Path, total_steps: int, final_checkpoint: Path, base: dict,
         "rewards": [r["reward_mean"] for r in rows if "reward_mean" in r],
         "final_checkpoint": str(final_checkpoint), "metrics": str(out / "metrics.jsonl"),
         "eval_dir": str(out / "eval"),
+        "compute": accounting.run_compute(rows),  # update FLOPs + rollout tokens/FLOPs charged (SFT included)
     }
 
 
@@ -87,6 +89,11 @@ def format_summary(s: dict[str, Any]) -> str:
         if s.get("reward_on_policy_first_quarter") is not None:
             lines.append(f"train reward, on-policy only:  first quarter {s['reward_on_policy_first_quarter']:.3f} -> "
                          f"last quarter {s['reward_on_policy_last_quarter']:.3f}")
+    if s.get("compute"):
+        c = s["compute"]
+        lines += ["", f"compute charged: {c['total_flops']:.3g} FLOPs (update {c['update_flops']:.3g}, rollout "
+                      f"{c['rollout_flops']:.3g} for {c['rollout_tokens']:.0f} generated tokens; "
+                      f"{c['sft_steps']:.0f} SFT + {c['rl_steps']:.0f} RL steps)"]
     lines += ["", f"final checkpoint  {s['final_checkpoint']}", f"step metrics      {s['metrics']}",
               f"evaluations       {s['eval_dir']}", f"summary           {s['output_dir']}/summary.json"]
     return "\n".join(lines + outputs_lines(s))

@@ -1,22 +1,36 @@
-"""Reproduce the paper's comparison at toy scale: every method, the same rollout budget, several seeds.
+"""The paper's comparison at embedded scale, made fair: budgets matched on compute, every method tuned the same
+way on a validation split, SFT trained to convergence, every RL method also started from the SFT model.
 
-    python scripts/compare_methods.py --output-dir runs/compare [--seeds 0,1,2] [--methods a,b,...]
-        [--recipe-base compare_toy] [--quick] [--dry-run] [section.field=value ...]
+    python scripts/compare_methods.py --output-dir runs/compare [--preset quick|default|full]
+        [--tasks toy,countdown] [--methods a,b,...] [--seeds 0,1,2] [--dry-run] [section.field=value ...]
 
-Each method is a shipped recipe plus overrides (the table METHODS below). The recipe's own settings — what
-makes it that method — are laid over `--recipe-base`, which fixes the budget every method shares: prompts
-per step, samples per prompt, RL steps, max response tokens, evaluation (docs/method.md §9: the paper compares at
-equal rollout budget). SFT->RFT runs its SFT phase on top of the same number of RL steps, as in the paper.
-Every (method, seed) run is a normal run directory under OUTPUT/runs/<method>/seed<k>; an interrupted
-comparison resumes where it stopped (finished runs are kept, a half-done run resumes itself).
+Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
 
-Writes OUTPUT/results.json (every number), OUTPUT/results.md (methods x held-out accuracy mean ± std
-over seeds, per level, final train reward, wall time) and PNG plots: held-out accuracy over steps (mean
-and min-max band over seeds), train reward, and prefix ratio / kept-prefix-token entropy of the
-Prefix-RFT runs.
+- Tasks: `toy` (the chain task, recipe compare_toy, held-out suite `toy`, validation suite `toy_val`) and
+  `countdown` (recipe compare_countdown, `countdown` / `countdown_val`). Validation problems come from the
+  test partition but are not in the held-out split, and no training problem is in either.
+- Compute: every run is charged the update FLOPs and the rollout tokens/FLOPs it spends (summary.json
+  `compute`, pipeline/accounting.py). The budget is R RL steps of the base recipe. SFT gets the same compute:
+  an RL step processes prompts x samples sequences once to generate and 3 forward-equivalents to update, an
+  SFT step sft.batch_size demonstrations 3 forward-equivalents, so SFT runs R x ratio steps, ratio =
+  prompts x samples x 4 / (sft.batch_size x 3) (10.7 at 32 x 8 against 32): many epochs' worth, so it
+  converges within the budget. The measured compute of every run is reported beside its accuracy, with wall
+  time as a second view. SFT -> X rows start from the selected SFT checkpoint of the same seed and are
+  charged the SFT run's compute plus their own.
+- Tuning: each method's learning rate (sft.lr for SFT, update.lr for the RL phase) is chosen from the same
+  three values (LRS) by the best validation accuracy on seed 0; seeds 1.. run at the chosen value. Every run
+  validates every R/5 steps (SFT: every tenth of its steps) on the validation suite (the preset's number of problems), and its checkpoint
+  with the best validation accuracy is the one evaluated on the held-out split. Nothing is chosen on held-out.
+- Rows: METHODS below. Prefix-RFT and its ablations are the base recipe itself.
 
-`--quick` (one seed, 20 steps, one evaluation sample per problem) is a smoke run of the whole
-comparison; its numbers are too noisy to rank methods.
+Every run is a normal run directory, OUTPUT/<task>/runs/<method>/lr<lr>-seed<k>; an interrupted comparison
+resumes where it stopped (finished runs and evaluations are kept, a half-done run resumes itself). Writes
+per task OUTPUT/<task>/results.{json,md} (held-out mean ± std per level, selected step, compute, wall time)
+and accuracy_vs_compute.png, and OUTPUT/results.md for all tasks.
+
+Presets (measured/estimated times in docs/results.md): `quick` (seed 0, one learning rate, 6 RL steps, one
+evaluation sample: a smoke run of the harness, ranks nothing), `default` (3 seeds, the sweep, 10 RL steps,
+100 validation problems per task), `full` (3 seeds, the sweep, 50 RL steps, the whole validation split).
 """
 
 from __future__ import annotations
@@ -48,27 +62,47 @@ class Method:
     overrides: tuple[str, ...] = ()
     label: str = ""
     prefix_rft: bool = False
+    from_sft: bool = False  # starts from the selected checkpoint of the SFT run of the same seed
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    recipe: str
+    suite: str  # held-out
+    val_suite: str
 
 
 BASE = "<base>"
-
-# The paper's Table 1 baselines, Prefix-RFT, and its §6 ablations (gate and schedule).
 METHODS: tuple[Method, ...] = (
-    Method("sft", "sft", label="SFT"),
+    Method("sft", "sft", label="SFT (converged)"),
     Method("rft", "rft", label="RFT (Dr. GRPO)"),
-    Method("sft-then-rft", "sft-then-rft", label="SFT -> RFT"),
-    Method("rl-sft-loss", "rl-sft-loss", label="RL w/ SFT loss"),
+    Method("sft-rft", "rft", label="SFT -> RFT", from_sft=True),
+    Method("sft-prefix-rft", BASE, label="SFT -> Prefix-RFT", prefix_rft=True, from_sft=True),
+    Method("sft-luffy", "luffy", label="SFT -> LUFFY", from_sft=True),
     Method("luffy", "luffy", label="LUFFY"),
-    # Prefix-RFT and its ablations are the base recipe itself (BASE): the base must be a Prefix-RFT recipe.
     Method("prefix-rft", BASE, label="Prefix-RFT", prefix_rft=True),
     Method("gate-all", BASE, ("objective.gate=all",), "Prefix-RFT, gate all", True),
     Method("gate-bottom", BASE, ("objective.gate=bottom",), "Prefix-RFT, bottom-20% gate", True),
     Method("gate-random", BASE, ("objective.gate=random",), "Prefix-RFT, random-20% gate", True),
     Method("uniform", BASE, ("prefixes.schedule=uniform",), "Prefix-RFT, uniform schedule", True),
+    Method("rl-sft-loss", "rl-sft-loss", label="RL w/ SFT loss"),  # not in the issue's rows: opt-in
 )
 BY_NAME = {m.name: m for m in METHODS}
-QUICK = ("train.total_steps=20", "eval.samples_per_problem=1")
+DEFAULT_METHODS = tuple(m.name for m in METHODS if m.name != "rl-sft-loss")
+TASKS = {"toy": Task("toy", "compare_toy", "toy", "toy_val"),
+         "countdown": Task("countdown", "compare_countdown", "countdown", "countdown_val")}
+LRS = (3e-5, 1e-4, 3e-4)
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"rl_steps": 6, "seeds": (0,), "lrs": (1e-4,), "eval": ("eval.samples_per_problem=1",),
+              "validation_problems": 60},
+    # default: sized to fit ~90 min on an idle 2-core machine for both tasks (an estimate; docs/results.md)
+    "default": {"rl_steps": 10, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "validation_problems": 100},
+    "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "validation_problems": 100000},
+}
 VALIDATION_POINTS = 5
+SFT_VALIDATION_POINTS = 10
+RL_FORWARDS, SFT_FORWARDS = 4.0, 3.0  # RL: generation (1) + update (3); SFT: update (3), per token
 
 
 def _own_settings(recipe: str) -> dict[str, Any]:
@@ -87,34 +121,51 @@ def _lay_over(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def method_config(method: Method, base: str, seed: int, overrides: list[str], evaluate_base: bool) -> dict[str, Any]:
+def sft_steps_for(shared: dict[str, Any], rl_steps: int) -> int:
+    """SFT steps that cost what `rl_steps` RL steps cost (module docstring): per token, an RL sequence costs
+    RL_FORWARDS and an SFT sequence SFT_FORWARDS forward passes; RL steps hold prompts x samples sequences."""
+    p = shared.get("prefixes") or {}
+    rl_seqs = int(p.get("prompts_per_step", 32)) * int(p.get("samples_per_prompt", 8))
+    sft_batch = int((_own_settings("sft").get("sft") or {}).get("batch_size") or p.get("prompts_per_step", 32))
+    return max(1, round(rl_steps * rl_seqs * RL_FORWARDS / (sft_batch * SFT_FORWARDS)))
+
+
+def method_config(method: Method, base: str, seed: int, overrides: list[str], *, lr: float,
+                  rl_steps: int, val_suite: str, sft_checkpoint: str | None = None,
+                  validation_problems: int = 100000) -> dict[str, Any]:
     """The raw recipe of one run: the base recipe (+ user overrides: the shared budget), the method's own
-    settings, the seed and the validation cadence. Raises ConfigError when the result is invalid."""
+    settings, seed, learning rate, step count, validation and checkpoint cadence. Raises ConfigError when the
+    result is invalid."""
     shared, _ = read_recipe(base)
     shared = apply_overrides(shared, overrides)
-    rl_steps = int(shared.get("train", {}).get("total_steps", 50))
     if method.recipe == BASE and int((shared.get("prefixes") or {}).get("hybrids_per_prompt", 1)) < 1:
-        raise ConfigError(f"--recipe-base {base}: {method.name} is the base recipe itself, so the base must be a "
-                          "Prefix-RFT recipe (prefixes.hybrids_per_prompt >= 1); use quickstart, compare_toy or "
-                          "qwen2.5-math-7b, or leave the Prefix-RFT methods out with --methods")
+        raise ConfigError(f"task recipe {base}: {method.name} is the base recipe itself, so the base must be a "
+                          "Prefix-RFT recipe (prefixes.hybrids_per_prompt >= 1); use compare_toy or "
+                          "compare_countdown, or leave the Prefix-RFT methods out with --methods")
     own = _own_settings(method.recipe) if method.recipe not in (BASE, base) else {}
-    own.get("train", {}).pop("total_steps", None)  # the budget is the base's; SFT->RFT adds its phase below
+    own.get("train", {}).pop("total_steps", None)  # the budget is the base's
     raw = apply_overrides(_lay_over(shared, own), list(method.overrides))
-    sft = raw.get("sft") or {}
-    total = rl_steps
-    if sft.get("mode") == "then_rl":
-        recipe_raw, _ = read_recipe(method.recipe)
-        recipe_total = int(recipe_raw["train"]["total_steps"])
-        recipe_sft = int(recipe_raw["sft"]["steps"])
-        # keep the recipe's SFT:RL proportion at the base's number of RL steps
-        sft_steps = max(1, round(recipe_sft * rl_steps / max(1, recipe_total - recipe_sft)))
-        raw["sft"] = {**sft, "steps": sft_steps}
-        total = rl_steps + sft_steps
-    every = max(1, rl_steps // VALIDATION_POINTS)
-    raw = apply_overrides(raw, [f"train.total_steps={total}", f"train.seed={seed}",
-                                f"eval.validation_every={every}", f"eval.at_start={str(evaluate_base).lower()}"])
+    sft = (raw.get("sft") or {}).get("mode") == "only"
+    steps = sft_steps_for(shared, rl_steps) if sft else rl_steps
+    every = max(1, steps // (SFT_VALIDATION_POINTS if sft else VALIDATION_POINTS))
+    extra = [f"train.total_steps={steps}", f"train.seed={seed}", f"train.save_every={every}",
+             f"{'sft' if sft else 'update'}.lr={lr:.6e}",  # YAML reads 3e-05 as a string, 3.000000e-05 as a float
+             f"eval.validation_every={every}",
+             f"eval.validation_suites=[{val_suite}]", f"eval.validation_problems={validation_problems}",
+             "eval.at_start=false", "eval.at_end=false"]
+    if sft:
+        extra.append(f"sft.warmup_steps={max(1, steps // 20)}")
+    if method.from_sft:
+        if sft_checkpoint is None:
+            raise ConfigError(f"{method.name} starts from the SFT run's checkpoint; none was given")
+        extra.append(f"model.name_or_path={sft_checkpoint}")
+    raw = apply_overrides(raw, extra)
     config_from_dict(raw, f"{method.name} on {base}")  # validate now, not an hour in
     return raw
+
+
+# ---------------------------------------------------------------------------------------------------
+# one run's numbers
 
 
 @dataclass
@@ -127,6 +178,9 @@ class RunResult:
     wall_seconds: float
     curve: list[tuple[int, float]] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    lr: float = 0.0
+    selected_step: int = 0
+    compute: dict[str, float] = field(default_factory=dict)
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -137,21 +191,49 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def read_run(run_dir: Path, method: str, seed: int, base_accuracy: float | None, wall: float) -> RunResult:
-    """One finished run's numbers from its summary.json and metrics.jsonl."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    final = (summary["eval"].get("toy") or {}).get("final")
-    if not final:
-        raise UserError(f"{run_dir}/summary.json has no final toy evaluation; the run must evaluate `toy` at the end")
+def validation_curve(run_dir: Path, val_suite: str) -> list[tuple[int, float]]:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    curve = [(0, base_accuracy)] if base_accuracy is not None else []
-    curve += [(r["step"], r["val_toy_accuracy"]) for r in rows if r.get("val_toy_accuracy") is not None]
-    return RunResult(method, seed, final["accuracy"], dict(final.get("accuracy_by_level", {})),
-                     summary.get("reward_last_quarter"), wall, curve, rows)
+    key = f"val_{val_suite}_accuracy"
+    return [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+
+
+def select_step(curve: list[tuple[int, float]]) -> int:
+    """The validated step with the best accuracy (the earliest among ties: the cheaper checkpoint)."""
+    if not curve:
+        raise UserError("a run has no validation points; the comparison selects checkpoints on validation")
+    best = max(a for _, a in curve)
+    return min(s for s, a in curve if a == best)
+
+
+def evaluate_checkpoint(checkpoint: Path, suite: str, out: Path, eval_overrides: list[str]) -> dict[str, Any]:
+    """Held-out evaluation of one checkpoint (evaluation.run in a subprocess; cached in `out`)."""
+    summary = out / "summary.json"
+    if not summary.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "eval.log", "a") as log:
+            res = subprocess.run([sys.executable, "-m", "evaluation.run", "--model", str(checkpoint), "--suites", suite,
+                                  "--output-dir", str(out), *eval_overrides], stdout=log, stderr=subprocess.STDOUT,
+                                 cwd=REPO)
+        if res.returncode != 0:
+            raise UserError(f"evaluation of {checkpoint} failed (exit {res.returncode}); see {out}/eval.log")
+    return json.loads(summary.read_text())["suites"][suite]
+
+
+def read_run(run_dir: Path, method: str, seed: int, lr: float, task: Task, held: dict[str, Any],
+             step: int, extra_compute: dict[str, float] | None = None) -> RunResult:
+    """One finished run's numbers: held-out accuracy of its selected checkpoint, compute, validation curve."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    compute = dict(summary.get("compute") or {})
+    for k, v in (extra_compute or {}).items():
+        compute[k] = compute.get(k, 0.0) + v
+    return RunResult(method, seed, held["accuracy"], dict(held.get("accuracy_by_level", {})),
+                     summary.get("reward_last_quarter"), summary["wall_seconds"] + (extra_compute or {}).get(
+                         "wall_seconds", 0.0), validation_curve(run_dir, task.val_suite), rows, lr, step, compute)
 
 
 def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str, Any]:
-    """Per method: accuracy mean ± std over seeds, per level, final train reward, wall time."""
+    """Per method: accuracy mean ± std over seeds, per level, chosen LR, selected steps, compute, wall time."""
     out: dict[str, Any] = {"base": base, "methods": {}}
     for m in METHODS:
         rs = [r for r in results if r.method == m.name]
@@ -160,11 +242,15 @@ def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str
         acc, acc_sd = mean_std([r.accuracy for r in rs])
         levels = sorted({lv for r in rs for lv in r.by_level}, key=int)
         rewards = [r.reward_end for r in rs if r.reward_end is not None]
+        flops = [r.compute.get("total_flops", 0.0) for r in rs]
         out["methods"][m.name] = {
-            "label": m.label, "recipe": m.recipe, "overrides": list(m.overrides), "seeds": [r.seed for r in rs],
+            "label": m.label, "recipe": m.recipe, "overrides": list(m.overrides), "from_sft": m.from_sft,
+            "seeds": [r.seed for r in rs], "lr": rs[0].lr, "selected_steps": [r.selected_step for r in rs],
             "accuracy": acc, "accuracy_std": acc_sd, "accuracy_per_seed": [r.accuracy for r in rs],
-            "by_level": {lv: mean_std([r.by_level[lv] for r in rs if lv in r.by_level])[0] for lv in levels},
+            "by_level": {lv: mean_std([r.by_level[lv] for r in rs if lv in r.by_level]) for lv in levels},
             "reward_end": mean_std(rewards)[0] if rewards else None,
+            "total_flops": mean_std(flops)[0],
+            "rollout_tokens": mean_std([r.compute.get("rollout_tokens", 0.0) for r in rs])[0],
             "wall_seconds": mean_std([r.wall_seconds for r in rs])[0],
             "curves": {str(r.seed): r.curve for r in rs},
         }
@@ -174,23 +260,26 @@ def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str
 def results_markdown(agg: dict[str, Any], header: str) -> str:
     methods = agg["methods"]
     levels = sorted({lv for v in methods.values() for lv in v["by_level"]}, key=int)
-    head = ["method", "held-out acc. (mean ± std)", *[f"L{lv}" for lv in levels], "train reward (last ¼)", "wall s"]
+    head = ["method", "lr", "held-out acc. (mean ± std)", *[f"L{lv}" for lv in levels], "selected step(s)",
+            "compute (PFLOP)", "rollout tokens", "wall s"]
     lines = [header, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if agg.get("base"):
         b = agg["base"]
-        lines.append("| base policy | " + f"{100 * b['accuracy']:.1f}" + " | "
+        lines.append("| base policy | - | " + f"{100 * b['accuracy']:.1f}" + " | "
                      + " | ".join(f"{100 * b.get('accuracy_by_level', {}).get(lv, float('nan')):.1f}" for lv in levels)
-                     + " | - | - |")
+                     + " | - | - | - | - |")
     for v in methods.values():
-        cells = [v["label"], f"{100 * v['accuracy']:.1f} ± {100 * v['accuracy_std']:.1f}",
-                 *[f"{100 * v['by_level'][lv]:.1f}" if lv in v["by_level"] else "-" for lv in levels],
-                 f"{v['reward_end']:.3f}" if v["reward_end"] is not None else "-", f"{v['wall_seconds']:.0f}"]
+        cells = [v["label"], f"{v['lr']:g}", f"{100 * v['accuracy']:.1f} ± {100 * v['accuracy_std']:.1f}",
+                 *[f"{100 * v['by_level'][lv][0]:.1f} ± {100 * v['by_level'][lv][1]:.1f}" if lv in v["by_level"]
+                   else "-" for lv in levels],
+                 ",".join(map(str, v["selected_steps"])), f"{v['total_flops'] / 1e15:.3f}",
+                 f"{v['rollout_tokens']:.0f}", f"{v['wall_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot(agg: dict[str, Any], results: list[RunResult], out: Path) -> list[str]:
-    """accuracy_over_steps.png, reward.png, prefix_rft.png; returns the files written."""
+def plot(agg: dict[str, Any], out: Path, title: str) -> list[str]:
+    """accuracy_vs_compute.png: held-out accuracy (± std over seeds) against compute and against wall time."""
     try:
         import matplotlib
 
@@ -199,67 +288,32 @@ def plot(agg: dict[str, Any], results: list[RunResult], out: Path) -> list[str]:
     except ImportError:
         print("matplotlib is not installed (pip install -e .[dev]); skipping plots", file=sys.stderr)
         return []
-    written = []
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for name, v in agg["methods"].items():
-        steps = sorted({s for c in v["curves"].values() for s, _ in c})
-        per = [[a for c in v["curves"].values() for s2, a in c if s2 == s] for s in steps]
-        if not steps:
-            continue
-        mean = [sum(p) / len(p) for p in per]
-        ax.plot(steps, [100 * x for x in mean], marker="o", ms=3, label=v["label"])
-        ax.fill_between(steps, [100 * min(p) for p in per], [100 * max(p) for p in per], alpha=0.15)
-    ax.set(xlabel="step", ylabel="held-out accuracy (%) (validation slice)", title="accuracy over steps (band: min-max over seeds)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_over_steps.png", dpi=120)
-    written.append("accuracy_over_steps.png")
-    written += _metric_plots(plt, results, out)
-    plt.close("all")
-    return written
-
-
-def _series(results: list[RunResult], method: str, key: str) -> tuple[list[int], list[float]]:
-    rows: dict[int, list[float]] = {}
-    for r in results:
-        if r.method == method:
-            for row in r.metrics:
-                if row.get(key) is not None and row[key] == row[key]:
-                    rows.setdefault(row["step"], []).append(row[key])
-    steps = sorted(rows)
-    return steps, [sum(rows[s]) / len(rows[s]) for s in steps]
-
-
-def _metric_plots(plt: Any, results: list[RunResult], out: Path) -> list[str]:
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for m in METHODS:
-        steps, ys = _series(results, m.name, "reward_mean")
-        if steps:
-            ax.plot(steps, ys, label=m.label)
-    ax.set(xlabel="step", ylabel="train reward (mean over seeds)", title="train reward")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "reward.png", dpi=120)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for m in METHODS:
-        if not m.prefix_rft:
-            continue
-        for ax, key, title in zip(axes, ("prefix_ratio_mean", "kept_prefix_entropy"),
-                                  ("realised prefix ratio", "entropy of kept prefix tokens")):
-            steps, ys = _series(results, m.name, key)
-            if steps:
-                ax.plot(steps, ys, label=m.label)
-            ax.set(xlabel="step", title=title)
+        for ax, x in zip(axes, (v["total_flops"] / 1e15, v["wall_seconds"])):
+            ax.errorbar([x], [100 * v["accuracy"]], yerr=[100 * v["accuracy_std"]], fmt="o", capsize=3,
+                        label=v["label"])
+    if agg.get("base"):
+        for ax in axes:
+            ax.axhline(100 * agg["base"]["accuracy"], color="grey", ls="--", lw=1, label="base policy")
+    axes[0].set(xlabel="compute charged (PFLOP: update + rollout)", ylabel="held-out accuracy (%)", title=title)
+    axes[1].set(xlabel="wall time (s, this machine)", title="the same, against wall time")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "prefix_rft.png", dpi=120)
-    return ["reward.png", "prefix_rft.png"]
+    fig.savefig(out / "accuracy_vs_compute.png", dpi=120)
+    plt.close("all")
+    return ["accuracy_vs_compute.png"]
 
 
-def run_one(cfg_path: Path, run_dir: Path) -> float:
-    """Train one (method, seed) in a subprocess (its log in run_dir/train.log); seconds it took."""
+# ---------------------------------------------------------------------------------------------------
+# running
+
+
+def run_one(cfg_path: Path, run_dir: Path) -> None:
+    """Train one run in a subprocess (its log in run_dir/train.log); a finished run is kept as it is."""
+    if (run_dir / "summary.json").is_file():
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
-    t = time.time()
     with open(run_dir / "train.log", "a") as log:
         res = subprocess.run([sys.executable, "-m", "pipeline.train", "--config", str(cfg_path),
                               "--output-dir", str(run_dir)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -267,25 +321,134 @@ def run_one(cfg_path: Path, run_dir: Path) -> float:
         tail = (run_dir / "train.log").read_text().splitlines()[-5:]
         raise UserError(f"run {run_dir} failed (exit {res.returncode}); see {run_dir}/train.log:\n  "
                         + "\n  ".join(tail))
-    return time.time() - t
 
 
 def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
+def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: list[Method], seeds: list[int],
+                  overrides: list[str]) -> str:
+    shared, _ = read_recipe(tasks[0].recipe)
+    shared = apply_overrides(shared, overrides)
+    sft_steps = sft_steps_for(shared, p["rl_steps"])
+    return "\n".join([
+        f"compare_methods protocol (preset {preset}):",
+        f"- tasks: {', '.join(f'{t.name} (recipe {t.recipe}, held-out {t.suite}, validation {t.val_suite})' for t in tasks)}",
+        f"- methods: {', '.join(m.name for m in methods)}; seeds {','.join(map(str, seeds))}",
+        f"- budget: {p['rl_steps']} RL steps; SFT {sft_steps} steps at matched compute (RL step = prompts x samples "
+        f"x {RL_FORWARDS:g} forward-equivalents per token, SFT step = batch x {SFT_FORWARDS:g}); SFT -> X rows add "
+        "their RL steps to the SFT run they start from (charged both)",
+        f"- learning rate: chosen per method from {', '.join(f'{x:g}' for x in p['lrs'])} by best validation accuracy "
+        "on seed 0 (sft.lr for SFT, update.lr for the RL phase); other seeds use the chosen value",
+        f"- checkpoints: validation every {max(1, p['rl_steps'] // VALIDATION_POINTS)} RL steps / "
+        f"{max(1, sft_steps // SFT_VALIDATION_POINTS)} SFT steps on the validation suite (up to "
+        f"{p['validation_problems']} problems); the best validated "
+        "checkpoint of every run is evaluated on the held-out suite (never used for a choice)",
+        f"- shared overrides: {' '.join(overrides) or '(none)'}",
+    ])
+
+
+class Comparison:
+    """The plan of one task: runs in dependency order (SFT first, its chosen LR and checkpoints feed SFT -> X)."""
+
+    def __init__(self, task: Task, out: Path, preset: dict[str, Any], methods: list[Method], seeds: list[int],
+                 overrides: list[str], dry_run: bool):
+        self.task, self.out, self.p, self.methods, self.seeds = task, out / task.name, preset, methods, seeds
+        self.overrides, self.dry_run = overrides, dry_run
+        self.eval_overrides = ["eval.samples_per_problem=2", "eval.max_new_tokens=96", "eval.precision=bf16",
+                               *[o for o in preset["eval"]], *[o for o in overrides if o.startswith("eval.")]]
+        self.results: list[RunResult] = []
+        self.sft_selected: dict[int, tuple[Path, dict[str, float]]] = {}
+        self.count = 0
+
+    def run_dir(self, m: Method, lr: float, seed: int) -> Path:
+        return self.out / "runs" / m.name / f"lr{lr:g}-seed{seed}"
+
+    def train(self, m: Method, lr: float, seed: int) -> Path | None:
+        sft_ckpt = None
+        if m.from_sft and self.dry_run:
+            sft_ckpt = str(self.run_dir(BY_NAME["sft"], self.p["lrs"][0], seed) / "checkpoints" / "selected")
+        elif m.from_sft:
+            if seed not in self.sft_selected:
+                raise UserError(f"{m.name} starts from the SFT model: include `sft` in --methods")
+            sft_ckpt = str(self.sft_selected[seed][0])
+        raw = method_config(m, self.task.recipe, seed, self.overrides, lr=lr, rl_steps=self.p["rl_steps"],
+                            val_suite=self.task.val_suite, sft_checkpoint=sft_ckpt,
+                            validation_problems=self.p["validation_problems"])
+        import yaml
+
+        path = self.out / "configs" / f"{m.name}-lr{lr:g}-seed{seed}.yaml"
+        _write(path, f"# {m.label} (lr {lr:g}, seed {seed}) for scripts/compare_methods.py\n"
+               + yaml.safe_dump(raw, sort_keys=False))
+        self.count += 1
+        d = self.run_dir(m, lr, seed)
+        if self.dry_run:
+            return None
+        print(f"[{self.task.name}] {m.name} lr {lr:g} seed {seed}: "
+              f"{'done' if (d / 'summary.json').is_file() else 'training'}", file=sys.stderr, flush=True)
+        run_one(path, d)
+        return d
+
+    def best_of(self, d: Path) -> tuple[int, float]:
+        curve = validation_curve(d, self.task.val_suite)
+        s = select_step(curve)
+        return s, dict(curve)[s]
+
+    def finish(self, m: Method, lr: float, seed: int, d: Path) -> None:
+        step, _ = self.best_of(d)
+        ckpt = d / "checkpoints" / f"step-{step:06d}"
+        held = evaluate_checkpoint(ckpt, self.task.suite, d / "eval" / "selected", self.eval_overrides)
+        extra = None
+        if m.from_sft:
+            sft_dir, sft_compute = self.sft_selected[seed][1]
+            extra = {**sft_compute, "wall_seconds": json.loads((sft_dir / "summary.json").read_text())["wall_seconds"]}
+        self.results.append(read_run(d, m.name, seed, lr, self.task, held, step, extra))
+        if m.name == "sft":
+            self.sft_selected[seed] = (ckpt, (d, json.loads((d / "summary.json").read_text())["compute"]))
+
+    def run_method(self, m: Method) -> None:
+        lrs = self.p["lrs"]
+        sweep = {lr: self.train(m, lr, self.seeds[0]) for lr in lrs}
+        if self.dry_run:
+            for seed in self.seeds[1:]:
+                self.train(m, lrs[0], seed)
+            return
+        lr = max(lrs, key=lambda x: (self.best_of(sweep[x])[1], -lrs.index(x)))  # first LR among ties
+        self.finish(m, lr, self.seeds[0], sweep[lr])
+        for seed in self.seeds[1:]:
+            self.finish(m, lr, seed, self.train(m, lr, seed))
+
+    def run(self) -> dict[str, Any] | None:
+        order = sorted(self.methods, key=lambda m: (m.name != "sft", m.from_sft))  # SFT first
+        if any(m.from_sft for m in order) and not any(m.name == "sft" for m in order):
+            raise UserError("the SFT -> X methods start from the SFT model: include `sft` in --methods")
+        # the base policy on the held-out suite, once per task
+        base = None
+        if not self.dry_run:
+            shared, _ = read_recipe(self.task.recipe)
+            model = (apply_overrides(shared, self.overrides).get("model") or {}).get("name_or_path", "embedded")
+            base = evaluate_checkpoint(model, self.task.suite, self.out / "base_eval", self.eval_overrides)
+        for m in order:
+            self.run_method(m)
+        if self.dry_run:
+            return None
+        agg = aggregate(self.results, base)
+        agg.update(task=self.task.name, lrs=list(self.p["lrs"]), rl_steps=self.p["rl_steps"])
+        return agg
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output-dir", required=True)
-    ap.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2; 0 with --quick)")
-    ap.add_argument("--methods", default=",".join(m.name for m in METHODS),
+    ap.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    ap.add_argument("--tasks", default="toy,countdown", help=f"comma-separated, from: {', '.join(TASKS)}")
+    ap.add_argument("--seeds", default=None, help="comma-separated (default: the preset's)")
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                     help="comma-separated, from: " + ", ".join(m.name for m in METHODS))
-    ap.add_argument("--recipe-base", default="compare_toy",
-                    help="recipe fixing the shared budget, the task and the model; it is also the Prefix-RFT method "
-                         "(default compare_toy: the quickstart trained on levels 2-6)")
-    ap.add_argument("--quick", action="store_true", help="one seed, 20 steps: a smoke run of the whole comparison")
     ap.add_argument("--dry-run", action="store_true", help="write and validate every run's config, train nothing")
     ap.add_argument("overrides", nargs="*", help="section.field=value applied to every run (the shared budget)")
     args = ap.parse_args(argv)
@@ -300,58 +463,47 @@ def _main(args: argparse.Namespace) -> int:
     unknown = [m for m in args.methods.split(",") if m and m not in BY_NAME]
     if unknown:
         raise UserError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(BY_NAME)}")
+    bad = [t for t in args.tasks.split(",") if t and t not in TASKS]
+    if bad:
+        raise UserError(f"--tasks: unknown {', '.join(bad)}; choose from {', '.join(TASKS)}")
     methods = [BY_NAME[m] for m in args.methods.split(",") if m]
+    tasks = [TASKS[t] for t in args.tasks.split(",") if t]
+    preset = PRESETS[args.preset]
     try:
-        seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",") if s.strip()]
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else list(preset["seeds"])
     except ValueError:
         raise UserError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    overrides = [*(QUICK if args.quick else ()), *args.overrides]
     out = Path(args.output_dir)
-    (out / "configs").mkdir(parents=True, exist_ok=True)
-    plan = []
-    for i, (seed, m) in enumerate((s, m) for s in seeds for m in methods):
-        import yaml
-
-        raw = method_config(m, args.recipe_base, seed, overrides, evaluate_base=(i == 0))
-        path = out / "configs" / f"{m.name}-seed{seed}.yaml"
-        _write(path, f"# {m.label} (seed {seed}) for scripts/compare_methods.py\n" + yaml.safe_dump(raw, sort_keys=False))
-        plan.append((m, seed, path, out / "runs" / m.name / f"seed{seed}"))
-    print(f"compare_methods: {len(plan)} runs ({len(methods)} methods x {len(seeds)} seeds) on {args.recipe_base}",
-          file=sys.stderr)
+    protocol = protocol_text(args.preset, preset, tasks, methods, seeds, args.overrides)
+    print(protocol, file=sys.stderr, flush=True)
+    _write(out / "protocol.md", protocol + "\n")
+    t0 = time.time()
+    sections = []
+    for task in tasks:
+        comp = Comparison(task, out, preset, methods, seeds, list(args.overrides), args.dry_run)
+        agg = comp.run()
+        print(f"compare_methods: {comp.count} runs on {task.name} ({time.time() - t0:.0f}s so far)", file=sys.stderr)
+        if agg is None:
+            continue
+        header = (f"## {task.name}: held-out `{task.suite}`, checkpoints and learning rates chosen on "
+                  f"`{task.val_suite}`\n\n{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, "
+                  f"torch {_torch_version()}; command: `python scripts/compare_methods.py {' '.join(sys.argv[1:])}`; "
+                  f"{time.time() - t0:.0f} s so far")
+        agg.update(command="python scripts/compare_methods.py " + " ".join(sys.argv[1:]),
+                   machine=f"{platform.machine()} {os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"),
+                   protocol=protocol)
+        agg["plots"] = plot(agg, comp.out, f"{task.name}: held-out accuracy against compute")
+        _write(comp.out / "results.json", json.dumps(agg, indent=1))
+        md = results_markdown(agg, header)
+        _write(comp.out / "results.md", md)
+        sections.append(md)
     if args.dry_run:
         return 0
-    t0 = time.time()
-    walls: dict[Path, float] = {}
-    for k, (m, seed, path, run_dir) in enumerate(plan, 1):
-        done = (run_dir / "summary.json").is_file()
-        print(f"[{k}/{len(plan)}] {m.name} seed {seed}: {'done' if done else 'training'} ({time.time() - t0:.0f}s)",
-              file=sys.stderr)
-        walls[run_dir] = (json.loads((run_dir / "summary.json").read_text())["wall_seconds"] if done
-                          else run_one(path, run_dir))
-    first = plan[0][3]
-    base = (json.loads((first / "summary.json").read_text())["eval"].get("toy") or {}).get("base")
-    base_val = _base_validation(first)
-    results = [read_run(d, m.name, s, base_val, walls[d]) for m, s, _, d in plan]
-    agg = aggregate(results, base)
-    header = (f"# Method comparison on the embedded task ({args.recipe_base}; seeds {','.join(map(str, seeds))})\n\n"
-              f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, torch "
-              f"{_torch_version()}; command: `python scripts/compare_methods.py {' '.join(sys.argv[1:])}`")
-    agg["command"] = "python scripts/compare_methods.py " + " ".join(sys.argv[1:])
-    agg["machine"] = f"{platform.machine()} {os.cpu_count()} cores"
-    agg["date"] = time.strftime("%Y-%m-%d")
-    agg["plots"] = plot(agg, results, out)
-    _write(out / "results.json", json.dumps(agg, indent=1))
-    _write(out / "results.md", results_markdown(agg, header))
-    print((out / "results.md").read_text())
+    text = "# Method comparison\n\n" + protocol + f"\n\nwall time of the whole command: {time.time() - t0:.0f} s\n\n" \
+        + "\n".join(sections)
+    _write(out / "results.md", text)
+    print(text)
     return 0
-
-
-def _base_validation(run_dir: Path) -> float | None:
-    """Accuracy of the base policy on the validation slice, evaluated once (first run), as step 0."""
-    p = run_dir / "eval" / "validation" / "base" / "summary.json"
-    if p.is_file():
-        return (json.loads(p.read_text())["suites"].get("toy") or {}).get("accuracy")
-    return None
 
 
 def _torch_version() -> str:

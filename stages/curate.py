@@ -51,12 +51,13 @@ def load_source(cfg: DataConfig, report: dict[str, Any] | None = None) -> Datase
         if report is not None:
             report["sources"] = counts
         return ds
-    from pipeline.embedded import task
+    from pipeline.embedded import countdown, task
 
-    problems = task.train_split(cfg.toy_levels, cfg.toy_problems_per_level, cfg.toy_seed)
+    mod = countdown if cfg.source == "countdown" else task
+    problems = mod.train_split(cfg.toy_levels, cfg.toy_problems_per_level, cfg.toy_seed)
     return S.make_dataset({
-        S.ID: [task.problem_id(p) for p in problems],
-        S.SOURCE: ["toy"] * len(problems),
+        S.ID: [mod.problem_id(p) for p in problems],
+        S.SOURCE: [cfg.source] * len(problems),
         S.LEVEL: [p.level for p in problems],
         S.PROBLEM: [p.text for p in problems],
         S.DEMONSTRATION: [p.demonstration for p in problems],
@@ -69,7 +70,7 @@ def input_fingerprint(cfg: DataConfig) -> list[Any]:
     curate cache notices an edited file at the same path; [] for the toy source. Hub sources are keyed by id."""
     from pathlib import Path
 
-    if cfg.source == "toy":
+    if cfg.source in ("toy", "countdown"):
         return []
     paths = [Path(s["path"]) for s in cfg.sources if s.get("path") and not s["path"].startswith("hub:")]
     if cfg.decontaminate and cfg.eval_data_dir:
@@ -110,7 +111,7 @@ def eval_index(cfg: DataConfig):
 def decontaminate(rows: dict[str, list], keep: list[int], cfg: DataConfig) -> tuple[list[int], list[dict]]:
     """`keep` without the rows whose problem matches an evaluation problem, and one record per dropped
     row: training id, suite, evaluation problem id, n-gram overlap."""
-    if cfg.source == "toy" or not cfg.decontaminate:
+    if cfg.source in ("toy", "countdown") or not cfg.decontaminate:
         return keep, []
     index = eval_index(cfg)
     clean, dropped = [], []

@@ -20,7 +20,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from pipeline import cache, methods
+from pipeline import accounting, cache, methods
 from pipeline import schema as S
 from pipeline.backends import Completion, GenerationRequest, RolloutBackend, SamplingParams
 from pipeline.backends.placement import generation_shard
@@ -96,8 +96,16 @@ def compute(job: Any, step: int, inputs: dict[str, cache.StageRecord]) -> tuple[
     seconds = time.perf_counter() - t0
     ds = merge_shards(acc, src, rows, part)
     tokens = sum(len(c) for c in S.column_lists(ds, S.COMPLETION_IDS)[S.COMPLETION_IDS]) if ds is not None else 0
+    prefill = prefill_tokens(ds) if ds is not None else 0
     return ds, {"completion_tokens": tokens, "tokens": tokens, "engine": backend.version(),
-                "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+                "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "rollout_tokens": tokens,
+                "rollout_flops": accounting.rollout_flops(job.state.model, prefill, tokens, len(ds or []))}
+
+
+def prefill_tokens(ds: Dataset) -> int:
+    """Prompt + demonstration-prefix tokens of the rows the engine generated for (not whole demonstrations)."""
+    c = S.column_lists(ds, S.PROMPT_IDS, S.PREFIX_IDS, S.IS_DEMO)
+    return sum(len(p) + len(f) for p, f, d in zip(c[S.PROMPT_IDS], c[S.PREFIX_IDS], c[S.IS_DEMO]) if not d)
 
 
 def merge_shards(acc: Any, src: Dataset, rows: list[int], part: Dataset) -> Dataset | None:

@@ -50,3 +50,15 @@ def test_dataset_tokens_counts_id_columns():
     ds = Dataset.from_dict({"prompt_ids": [[1, 2], [3]], "completion_ids": [[4, 5, 6], []], "reward": [1.0, 0.0]})
     assert accounting.dataset_tokens(ds) == 2 + 1 + 3 + 0
     assert accounting.dataset_tokens(None) == 0
+
+
+def test_rollout_flops_and_run_totals_by_hand():
+    model = tiny_qwen2(vocab_size=40)  # 20000 matmul params, 2 layers, hidden 32 (see above)
+    # 60 prefill + 40 generated tokens over 5 sequences: context 100 / 5 / 2 = 10 -> 41280 FLOPs per token
+    assert accounting.rollout_flops(model, 60, 40, 5) == 100 * 41280
+    rows = [{"phase": "sft", "model_flops": 10.0, "tokens": 4},
+            {"phase": "rl", "model_flops": 30.0, "tokens": 6, "rollout_flops": 5.0, "rollout_tokens": 2},
+            {"phase": "rl", "model_flops": 30.0, "tokens": 6, "rollout_flops": 7.0, "rollout_tokens": 3}]
+    c = accounting.run_compute(rows)
+    assert c == {"update_flops": 70.0, "update_tokens": 16.0, "rollout_flops": 12.0, "rollout_tokens": 5.0,
+                 "total_flops": 82.0, "sft_steps": 1.0, "rl_steps": 2.0}

@@ -1,6 +1,8 @@
-"""scripts/compare_methods.py: every method shares the base recipe's budget; the aggregation arithmetic."""
+"""scripts/compare_methods.py: compute-matched budgets, the learning-rate sweep and checkpoint selection on
+validation, SFT -> X from the SFT checkpoint, and the aggregation arithmetic."""
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -16,6 +18,11 @@ sys.modules["compare_methods"] = cm  # dataclasses look their module up
 spec.loader.exec_module(cm)
 
 
+def _cfg(name, base="compare_toy", **kw):
+    kw = {"lr": 1e-4, "rl_steps": 20, "val_suite": "toy_val", "sft_checkpoint": "/ckpt/sft", **kw}
+    return config_from_dict(cm.method_config(cm.BY_NAME[name], base, 1, [], **kw))
+
+
 def test_mean_std_hand_computed():
     # mean (0.2 + 0.4 + 0.6) / 3 = 0.4; sample var ((-.2)^2 + 0 + .2^2) / 2 = 0.04 -> std 0.2
     m, s = cm.mean_std([0.2, 0.4, 0.6])
@@ -23,32 +30,104 @@ def test_mean_std_hand_computed():
     assert cm.mean_std([0.5]) == (0.5, 0.0)
 
 
-def test_every_method_gets_the_same_rollout_budget():
-    cfgs = {m.name: config_from_dict(cm.method_config(m, "quickstart", 1, ["train.total_steps=20"], False))
-            for m in cm.METHODS}
+def test_sft_gets_the_compute_of_the_rl_budget():
+    # RL step: 32 prompts x 8 samples x 4 forward-equivalents; SFT step: 32 demonstrations x 3 ->
+    # 20 RL steps = 20 * 1024 / 96 = 213.3 -> 213 SFT steps
+    c = _cfg("sft")
+    assert c.sft.mode == "only" and c.train.total_steps == 213 and c.sft.lr == 1e-4 and c.update.lr == 1e-4
+    assert c.eval.validation_every == 21 and c.train.save_every == 21 and c.sft.warmup_steps == 10
+    assert _cfg("sft", lr=3e-5).sft.lr == 3e-5 and isinstance(_cfg("rft", lr=3e-5).update.lr, float)
+
+
+def test_every_rl_method_gets_the_same_budget_and_validation():
+    cfgs = {m.name: _cfg(m.name, lr=3e-4) for m in cm.METHODS if m.name != "sft"}
     for name, c in cfgs.items():
-        assert c.train.seed == 1 and c.eval.at_start is False, name
+        assert c.train.seed == 1 and c.eval.at_start is False and c.eval.at_end is False, name
+        assert c.train.total_steps == 20 and c.update.lr == 3e-4 and c.eval.validation_every == 4, name
+        assert c.eval.validation_suites == ["toy_val"] and c.train.save_every == 4, name
+        assert c.data.toy_levels == [2, 3, 4, 5, 6] and c.prefixes.prompts_per_step == 32, name
         assert c.generate.max_response_tokens == cfgs["prefix-rft"].generate.max_response_tokens, name
-        assert c.prefixes.prompts_per_step == 32 and c.eval.validation_every == 4, name  # 20 // 5 points
-        rl_steps = c.train.total_steps - (c.sft.steps if c.sft.mode == "then_rl" else 0)
-        assert rl_steps == 20, name
-        if c.sft.mode == "off":
-            assert c.prefixes.samples_per_prompt == 8, name
-    # sft-then-rft keeps the recipe's proportion 20 SFT : 50 RL -> round(20 * 20 / 50) = 8 SFT steps
-    assert cfgs["sft-then-rft"].sft.steps == 8 and cfgs["sft-then-rft"].train.total_steps == 28
-    assert cfgs["rft"].prefixes.hybrids_per_prompt == 0
+    for name in ("sft-rft", "sft-prefix-rft", "sft-luffy"):
+        assert cfgs[name].model.name_or_path == "/ckpt/sft", name
+    assert cfgs["rft"].model.name_or_path == "embedded"
+    assert cfgs["rft"].prefixes.hybrids_per_prompt == 0 and cfgs["sft-rft"].prefixes.hybrids_per_prompt == 0
+    assert cfgs["sft-prefix-rft"].objective.gate == "top" and cfgs["sft-prefix-rft"].prefixes.hybrids_per_prompt == 1
+    assert cfgs["sft-luffy"].objective.prefix_loss == "shaped" == cfgs["luffy"].objective.prefix_loss
     assert cfgs["gate-bottom"].objective.gate == "bottom" and cfgs["prefix-rft"].objective.gate == "top"
     assert cfgs["uniform"].prefixes.schedule == "uniform" and cfgs["prefix-rft"].prefixes.schedule == "cosine"
-    assert cfgs["luffy"].objective.prefix_loss == "shaped" and cfgs["sft"].sft.mode == "only"
+
+
+def test_countdown_task_keeps_its_data_and_model_for_every_method():
+    for m in cm.METHODS:
+        c = _cfg(m.name, base="compare_countdown", val_suite="countdown_val")
+        assert c.data.source == "countdown" and c.eval.suites == ["countdown"], m.name
+        if not m.from_sft:
+            assert c.model.name_or_path == "embedded:countdown", m.name
+
+
+def test_checkpoint_selection_is_the_best_validation_step():
+    assert cm.select_step([(4, 0.3), (8, 0.5), (12, 0.5), (16, 0.4)]) == 8  # earliest of the ties
+    with pytest.raises(cm.UserError):
+        cm.select_step([])
 
 
 def test_aggregate_and_table():
-    rs = [cm.RunResult("rft", s, acc, {"1": acc}, 0.5, 10.0, [(0, 0.1), (5, acc)]) for s, acc in ((0, 0.3), (1, 0.5))]
+    rs = [cm.RunResult("rft", s, acc, {"1": acc}, 0.5, 10.0, [(4, 0.1), (8, acc)], lr=1e-4, selected_step=8,
+                       compute={"total_flops": 2e15, "rollout_tokens": 100}) for s, acc in ((0, 0.3), (1, 0.5))]
     agg = cm.aggregate(rs, {"accuracy": 0.1, "accuracy_by_level": {"1": 0.1}})
     v = agg["methods"]["rft"]
     assert v["accuracy"] == pytest.approx(0.4) and v["accuracy_std"] == pytest.approx(math.sqrt(0.02))
     md = cm.results_markdown(agg, "# t")
-    assert "| RFT (Dr. GRPO) | 40.0 ± 14.1 | 40.0 | 0.500 | 10 |" in md and "| base policy | 10.0 | 10.0 |" in md
+    assert "| RFT (Dr. GRPO) | 0.0001 | 40.0 ± 14.1 | 40.0 ± 14.1 | 8,8 | 2.000 | 100 | 10 |" in md
+    assert "| base policy | - | 10.0 | 10.0 |" in md
+
+
+VAL = {1e-4: [0.2, 0.6], 3e-4: [0.5, 0.4], 3e-5: [0.1, 0.1]}  # lr -> validation at steps 4, 8
+
+
+def _fake_runs(monkeypatch, val=VAL):
+    """Training and evaluation replaced by recorded runs: (trained [(method, model)], evaluated [checkpoint])."""
+    trained, evaluated = [], []
+
+    def fake_run_one(cfg_path, run_dir):
+        import yaml
+
+        raw = yaml.safe_load(cfg_path.read_text())
+        trained.append((run_dir.parent.name, raw["model"]["name_or_path"]))
+        lr = raw["sft"]["lr"] if (raw.get("sft") or {}).get("mode") == "only" else raw["update"]["lr"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rows = [{"step": s, "phase": "rl", f"val_{raw['eval']['validation_suites'][0]}_accuracy": a, "model_flops": 1.0}
+                for s, a in zip((4, 8), val[lr])]
+        (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (run_dir / "summary.json").write_text(json.dumps({"wall_seconds": 5.0, "compute": {"total_flops": 10.0},
+                                                          "reward_last_quarter": None}))
+
+    def fake_eval(ckpt, suite, out, overrides):
+        evaluated.append(str(ckpt))
+        return {"accuracy": 0.25, "accuracy_by_level": {"2": 0.25}}
+
+    monkeypatch.setattr(cm, "run_one", fake_run_one)
+    monkeypatch.setattr(cm, "evaluate_checkpoint", fake_eval)
+    return trained, evaluated
+
+
+def test_lr_is_chosen_on_validation_and_sft_checkpoint_feeds_sft_then_x(tmp_path, monkeypatch):
+    """The sweep's choice and the SFT hand-over, with training and evaluation replaced by recorded runs."""
+    trained, evaluated = _fake_runs(monkeypatch)
+    preset = {"rl_steps": 20, "seeds": (0, 1), "lrs": cm.LRS, "eval": (), "validation_problems": 100000}
+    comp = cm.Comparison(cm.TASKS["toy"], tmp_path, preset, [cm.BY_NAME["sft-rft"], cm.BY_NAME["sft"]], [0, 1], [],
+                         False)
+    agg = comp.run()
+    # 1e-4 reaches the best validation accuracy (0.6 at step 8): chosen for both methods, step 8 selected
+    assert agg["methods"]["sft"]["lr"] == 1e-4 and agg["methods"]["sft-rft"]["lr"] == 1e-4
+    assert agg["methods"]["sft"]["selected_steps"] == [8, 8]
+    sft_ckpt = str(tmp_path / "toy/runs/sft/lr0.0001-seed{}/checkpoints/step-000008")
+    # SFT ran first (3 LRs on seed 0, then seed 1); SFT -> RFT of seed k starts from SFT seed k's selected checkpoint
+    assert [t[0] for t in trained[:4]] == ["sft"] * 4
+    assert ("sft-rft", sft_ckpt.format(0)) in trained and ("sft-rft", sft_ckpt.format(1)) in trained
+    # SFT -> RFT is charged its own compute plus the SFT run's
+    assert agg["methods"]["sft-rft"]["total_flops"] == 20.0 and agg["methods"]["sft"]["total_flops"] == 10.0
+    assert evaluated[0] == "embedded" and sft_ckpt.format(0) in evaluated  # the base, then selected checkpoints
 
 
 def test_unknown_method_is_a_one_line_error(tmp_path, capsys):
@@ -56,18 +135,27 @@ def test_unknown_method_is_a_one_line_error(tmp_path, capsys):
     assert "--methods: unknown prefix-rtf" in capsys.readouterr().err
 
 
-def test_default_task_trains_every_method_on_levels_2_to_6():
-    # the Prefix-RFT methods are the base recipe itself: laying quickstart's own settings over
-    # compare_toy would silently put them back on levels 2-4 while the baselines train on 2-6
-    for m in cm.METHODS:
-        c = config_from_dict(cm.method_config(m, "compare_toy", 0, [], True))
-        assert c.data.toy_levels == [2, 3, 4, 5, 6], m.name
-    assert config_from_dict(cm.method_config(cm.BY_NAME["gate-random"], "compare_toy", 0, [], True)).objective.gate \
-        == "random"
+def test_dry_run_writes_every_config(tmp_path, capsys):
+    assert cm.main(["--output-dir", str(tmp_path), "--dry-run", "--preset", "default"]) == 0
+    for task in ("toy", "countdown"):
+        assert len(list((tmp_path / task / "configs").glob("*.yaml"))) == 11 * 3 + 11 * 2  # sweep + 2 seeds
+    # the default budget: 10 RL steps = 10 * 1024 / 96 = 106.7 -> 107 SFT steps
+    assert "SFT 107 steps at matched compute" in (tmp_path / "protocol.md").read_text()
 
 
-def test_a_base_without_demonstration_slots_cannot_stand_for_prefix_rft(tmp_path, capsys):
-    assert cm.main(["--output-dir", str(tmp_path), "--recipe-base", "rft", "--dry-run"]) == 2
-    err = capsys.readouterr().err
-    assert "--recipe-base rft: prefix-rft is the base recipe itself" in err and "Traceback" not in err
-    assert cm.main(["--output-dir", str(tmp_path), "--recipe-base", "rft", "--methods", "rft,sft", "--dry-run"]) == 0
+def test_sft_then_x_without_sft_is_a_clear_error(tmp_path, capsys):
+    assert cm.main(["--output-dir", str(tmp_path), "--methods", "sft-rft", "--tasks", "toy", "--preset", "quick"]) == 2
+    assert "include `sft` in --methods" in capsys.readouterr().err
+
+
+def test_whole_command_writes_tables_and_plot_per_task(tmp_path, monkeypatch, capsys):
+    _fake_runs(monkeypatch)
+    assert cm.main(["--output-dir", str(tmp_path), "--methods", "sft,rft,sft-prefix-rft", "--seeds", "0,1"]) == 0
+    for task in ("toy", "countdown"):
+        res = json.loads((tmp_path / task / "results.json").read_text())
+        assert set(res["methods"]) == {"sft", "rft", "sft-prefix-rft"} and res["lrs"] == list(cm.LRS)
+        assert res["methods"]["rft"]["seeds"] == [0, 1] and res["methods"]["sft-prefix-rft"]["total_flops"] == 20.0
+        assert "| SFT -> Prefix-RFT | 0.0001 | 25.0 ± 0.0 |" in (tmp_path / task / "results.md").read_text()
+        assert (tmp_path / task / "accuracy_vs_compute.png").stat().st_size > 1000
+    top = (tmp_path / "results.md").read_text()
+    assert "## toy:" in top and "## countdown:" in top and "compare_methods protocol (preset default)" in top

@@ -66,6 +66,14 @@ def test_run_directory_contract(finished_run):
                 "grad_norm", "seconds_stage_generate", "seconds"):
         assert key in row, key
     assert summary["eval"]["toy"]["base"]["problems"] == 6 and summary["eval"]["toy"]["final"] is not None
+    # compute charged: both steps' update FLOPs and generated tokens, summed from the metric rows
+    rows = [json.loads(x) for x in lines]
+    c = summary["compute"]
+    assert all(r["rollout_tokens"] > 0 and r["rollout_flops"] > 0 for r in rows)
+    assert c["rollout_tokens"] == sum(r["rollout_tokens"] for r in rows) == sum(
+        json.loads((out / f"steps/{s:06d}/generate/meta.json").read_text())["stats"]["completion_tokens"] for s in (1, 2))
+    assert c["update_flops"] == pytest.approx(sum(r["model_flops"] for r in rows)) and c["rl_steps"] == 2
+    assert c["total_flops"] == pytest.approx(c["update_flops"] + c["rollout_flops"])
     assert (out / "eval" / "base" / "toy" / cache.MARKER).is_file()
 
 

@@ -50,6 +50,9 @@ class EvalConfig:
     `val_<suite>_accuracy` with the step metrics; 0 disables."""
     validation_problems: int = 60
     """Problems per suite in the validation slice (evenly spaced; `samples_per_problem`, 1 if 0)."""
+    validation_suites: list[str] = field(default_factory=list)
+    """Suites of the validation evaluation; [] evaluates a slice of `eval.suites`. Set it to a split
+    disjoint from the held-out one (`toy_val`, `countdown_val`) when choices are made on validation."""
 
     def __post_init__(self) -> None:
         _check(all(isinstance(s, str) and s for s in self.suites), "eval.suites", "must be suite names")

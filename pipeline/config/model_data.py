@@ -38,8 +38,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: Literal["toy", "files"] = "toy"
-    """Where demonstrations come from. `toy`: the embedded procedural task; `files`: `data.sources`."""
+    source: Literal["toy", "countdown", "files"] = "toy"
+    """Where demonstrations come from. `toy`: the embedded chain task; `countdown`: the embedded Countdown
+    task (pipeline/embedded/countdown.py; pair it with `model.name_or_path: embedded:countdown`); `files`:
+    `data.sources`."""
     sources: list[dict[str, str]] = field(default_factory=list)
     """Real training sources when `source: files`: mappings with `path`, `format`, `weight`, ... (see
     pipeline/sources.py)."""
@@ -63,7 +65,7 @@ class DataConfig:
     decontam_threshold: float = 0.5
     """A training problem holding at least this fraction of an evaluation problem's n-grams is dropped."""
     toy_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    """Toy task difficulty levels to train on (level k = k+1 operands)."""
+    """Embedded task difficulty levels to train on (level k = k+1 operands/numbers; toy and countdown)."""
     toy_problems_per_level: int = 2000
     """Training problems generated per toy level (fewer when a level has fewer distinct problems)."""
     toy_seed: int = 0
@@ -87,7 +89,7 @@ class DataConfig:
     is still counted in the curate report (`reference_would_drop_*`)."""
 
     def __post_init__(self) -> None:
-        _check(self.source == "toy" or bool(self.sources), "data.sources", "source `files` needs at least one source")
+        _check(self.source != "files" or bool(self.sources), "data.sources", "source `files` needs at least one source")
         _in_range(self.prompt_fraction, "data.prompt_fraction", 0.0, 1.0)
         _in_range(self.demo_fraction, "data.demo_fraction", 0.0, 1.0)
         _in_range(self.decontam_ngram, "data.decontam_ngram", 1)

@@ -59,16 +59,28 @@ class EmbeddedSpec:
     report_per_level: int = 50
     report_samples: int = 4
     seed: int = 0
+    task: str = "toy"  # `toy` (pipeline/embedded/task.py) or `countdown` (pipeline/embedded/countdown.py)
 
 
 PRESETS = {
     "default": EmbeddedSpec(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512,
                             sft_steps=400, sft_level_weights=(0.3, 0.3, 0.25, 0.15), sft_sloppy_fraction=0.5),
+    # Countdown (second embedded task): warm-started on levels 1-3 (2-4 numbers); RL trains on levels 2-4
+    "countdown": EmbeddedSpec(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512,
+                              sft_steps=400, sft_level_weights=(0.2, 0.5, 0.3), task="countdown"),
     "micro": EmbeddedSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
                           sft_steps=30, sft_level_weights=(0.5, 0.5), sft_batch_size=32,
                           report_per_level=8, report_samples=1),
 }
 REPORT_LEVELS = [1, 2, 3, 4, 5, 6]
+TASK_LEVELS = {"toy": (list(range(1, 9)), REPORT_LEVELS), "countdown": ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5])}
+
+
+def task_module(name: str):
+    """The module of an embedded task (`toy` or `countdown`)."""
+    from pipeline.embedded import countdown
+
+    return countdown if name == "countdown" else task
 
 
 def cache_root() -> Path:
@@ -79,11 +91,14 @@ def spec_fingerprint(spec: EmbeddedSpec) -> str:
     import tokenizers
     import transformers
 
-    return cache.fingerprint(dataclasses.asdict(spec), BUILD_VERSION, torch.__version__,
+    fields = dataclasses.asdict(spec)
+    if fields["task"] == "toy":
+        del fields["task"]  # the chain task's builds keep the fingerprint they had before `task` existed
+    return cache.fingerprint(fields, BUILD_VERSION, torch.__version__,
                              transformers.__version__, tokenizers.__version__)
 
 
-def build_tokenizer(seed: int, vocab_size: int):
+def build_tokenizer(seed: int, vocab_size: int, task_name: str = "toy"):
     """Byte-level BPE trained on the toy corpus with exactly Qwen2's normaliser and pre-tokenizer, wrapped
     as a `Qwen2Tokenizer`, so `AutoTokenizer` (which always builds Qwen2 checkpoints' tokenizers as
     `Qwen2Tokenizer`) reloads it identically. Digits are single tokens; any text encodes through the
@@ -93,7 +108,8 @@ def build_tokenizer(seed: int, vocab_size: int):
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     corpus = ["<|im_start|>user\n", "<|im_start|>assistant\n", INSTRUCTION]
-    for p in task.train_split(list(range(1, 9)), 200, seed):
+    mod = task_module(task_name)
+    for p in mod.train_split(TASK_LEVELS[task_name][0], 200, seed):
         corpus += [p.text, p.demonstration]
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.normalizer = normalizers.NFC()
@@ -114,15 +130,15 @@ def build_tokenizer(seed: int, vocab_size: int):
     return out
 
 
-def _sft_batch(tokenizer, pools: list[list[task.Problem]], weights, rng: random.Random, size: int,
-               sloppy_fraction: float = 0.0):
+def _sft_batch(tokenizer, pools: list[list], weights, rng: random.Random, size: int,
+               sloppy_fraction: float = 0.0, mod=task):
     from pipeline.prompts import build_messages, render_prompt_ids
 
     rows = []
     for _ in range(size):
         level = rng.choices(range(len(pools)), weights=weights)[0]
         p = rng.choice(pools[level])
-        demo = task.sloppy_demonstration(p) if rng.random() < sloppy_fraction else p.demonstration
+        demo = mod.sloppy_demonstration(p) if rng.random() < sloppy_fraction else p.demonstration
         prompt = render_prompt_ids(tokenizer, build_messages(p.text, INSTRUCTION))
         answer = tokenizer(demo, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append((prompt, answer))
@@ -141,7 +157,8 @@ def _sft_batch(tokenizer, pools: list[list[task.Problem]], weights, rng: random.
 def warm_start(model, tokenizer, spec: EmbeddedSpec) -> list[float]:
     """Supervised pass on the easiest levels (train partition only). bf16 autocast, fp32 weights."""
     levels = list(range(1, len(spec.sft_level_weights) + 1))
-    pools = [task.train_split([lv], 4000, spec.seed) for lv in levels]
+    mod = task_module(spec.task)
+    pools = [mod.train_split([lv], 4000, spec.seed) for lv in levels]
     rng = random.Random(f"sft-{spec.seed}")
     opt = torch.optim.AdamW(model.parameters(), lr=spec.sft_lr, weight_decay=0.0)
     warmup = max(1, spec.sft_steps // 12)
@@ -152,7 +169,7 @@ def warm_start(model, tokenizer, spec: EmbeddedSpec) -> list[float]:
         for g in opt.param_groups:
             g["lr"] = spec.sft_lr * lr_scale
         ids, mask, labels = _sft_batch(tokenizer, pools, spec.sft_level_weights, rng, spec.sft_batch_size,
-                                       spec.sft_sloppy_fraction)
+                                       spec.sft_sloppy_fraction, mod)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
@@ -173,21 +190,22 @@ def level_report(model, tokenizer, spec: EmbeddedSpec) -> dict[str, float]:
     from pipeline.prompts import build_messages, render_prompt_ids, stop_token_ids
     from pipeline.rewards import math_verify_reward
 
-    problems = task.test_split(REPORT_LEVELS, spec.report_per_level)
-    reqs, answers, levels = [], [], []
+    levels = TASK_LEVELS[spec.task][1]
+    problems = task_module(spec.task).test_split(levels, spec.report_per_level)
+    reqs, answers, item_levels = [], [], []
     for i, p in enumerate(problems):
         ids = render_prompt_ids(tokenizer, build_messages(p.text, INSTRUCTION))
         for s in range(spec.report_samples):
             reqs.append(GenerationRequest(ids, [], 96, seed=spec.seed * 1_000_003 + i * 101 + s))
             answers.append(str(p.answer))
-            levels.append(p.level)
+            item_levels.append(p.level)
     backend = TransformersBackend(model, pad_token_id=tokenizer.pad_token_id, batch_size=256, precision="bf16")
     outs = backend.generate(reqs, SamplingParams(0.6, 0.95, 0, stop_token_ids(tokenizer, model.config)))
     texts = tokenizer.batch_decode([o.token_ids for o in outs], skip_special_tokens=True)
     scores = math_verify_reward(texts, answers)
     report = {}
-    for lv in REPORT_LEVELS:
-        vals = [s[0] for s, l in zip(scores, levels) if l == lv]
+    for lv in levels:
+        vals = [s[0] for s, l in zip(scores, item_levels) if l == lv]
         report[f"level_{lv}"] = round(sum(vals) / max(1, len(vals)), 4)
     return report
 
@@ -197,7 +215,7 @@ def build(spec: EmbeddedSpec, out_dir: Path, preset: str) -> None:
 
     t0 = time.time()
     torch.manual_seed(spec.seed)
-    tokenizer = build_tokenizer(spec.seed, spec.vocab_size)
+    tokenizer = build_tokenizer(spec.seed, spec.vocab_size, spec.task)
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
@@ -213,7 +231,7 @@ def build(spec: EmbeddedSpec, out_dir: Path, preset: str) -> None:
     info = {"preset": preset, "spec": dataclasses.asdict(spec), "parameters": sum(p.numel() for p in model.parameters()),
             "warm_start_final_loss": losses[-1], "warm_start_seconds": round(t_train, 1),
             "build_seconds": round(time.time() - t0, 1), "pass_at_1_by_level": report,
-            "report_protocol": f"held-out toy split, {spec.report_per_level} problems/level x "
+            "report_protocol": f"held-out {spec.task} split, {spec.report_per_level} problems/level x "
                                f"{spec.report_samples} samples, temperature 0.6, top_p 0.95"}
 
     def fill(tmp: Path) -> None:

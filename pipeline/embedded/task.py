@@ -106,5 +106,24 @@ def test_split(levels: list[int], per_level: int = 100) -> list[Problem]:
     return out
 
 
+def validation_split(levels: list[int], per_level: int = 40) -> list[Problem]:
+    """Test-partition problems outside the held-out split (`test_split(levels)`): never trained on, never among
+    the held-out numbers; what learning rates and checkpoints are chosen on. Level 1 has none left."""
+    held = {p.text for p in test_split(levels)}
+    out = []
+    for level in levels:
+        rng = random.Random(f"val-{TEST_SEED}-{level}")
+        seen: set[str] = set()
+        for _ in range(per_level * _MAX_ATTEMPT_FACTOR):
+            if len(seen) == per_level:
+                break
+            p = sample_problem(rng, level)
+            if p.text in seen or p.text in held or not in_test_partition(p.text):
+                continue
+            seen.add(p.text)
+            out.append(p)
+    return out
+
+
 def problem_id(p: Problem) -> str:
     return f"toy-L{p.level}-" + hashlib.sha256(p.text.encode()).hexdigest()[:10]

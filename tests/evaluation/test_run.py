@@ -22,7 +22,7 @@ def test_oracle_scores_everything_on_every_suite(eval_data_dir, tmp_path):
     assert main(["--model", "oracle", "--suites", ALL_TEN, "--data-dir", str(eval_data_dir),
                  "--output-dir", str(out)]) == 0
     suites = _suites(out)
-    assert set(suites) == set(SUITES) - {"amc23"}
+    assert set(suites) == set(SUITES) - {"amc23", "toy_val", "countdown", "countdown_val"}
     assert all(s["accuracy"] == 1.0 for s in suites.values()), {n: s["accuracy"] for n, s in suites.items()}
     # the default protocol: avg@32 on AIME24/AIME25/AMC, one sample elsewhere; pass@k up to 32
     assert suites["aime24"]["samples_per_problem"] == 32 and suites["math500"]["samples_per_problem"] == 1
@@ -132,3 +132,10 @@ def test_metrics_are_evaluate_modules_loadable_offline(monkeypatch):
     ma = evaluate.load(f"{root}/math_accuracy").compute(predictions=["so \\boxed{\\frac{1}{2}}", "none"],
                                                         references=["0.5", "3"])
     assert ma["accuracy"] == 0.5 and ma["no_answer_rate"] == 0.5
+
+
+def test_oracle_solves_the_embedded_countdown_suites(tmp_path):
+    assert main(["--model", "oracle", "--suites", "countdown,countdown_val,toy_val", "--output-dir", str(tmp_path)]) == 0
+    suites = _suites(tmp_path)
+    assert suites["countdown"]["problems"] == 431 and suites["countdown_val"]["problems"] == 160
+    assert all(s["accuracy"] == 1.0 for s in suites.values()), {n: s["accuracy"] for n, s in suites.items()}

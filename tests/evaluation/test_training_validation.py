@@ -45,3 +45,15 @@ def test_validation_lost_to_a_crash_is_redone_on_resume(tmp_path, micro_path):
     train(cfg, out)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all("val_toy_accuracy" in r for r in rows)
+
+
+def test_validation_suites_replace_the_slice_of_the_held_out_suites(tmp_path, micro_path):
+    """`eval.validation_suites`: validation runs on a split disjoint from the held-out one (toy_val), the final
+    evaluation on `eval.suites`."""
+    out = tmp_path / "run"
+    train(load_config("quickstart", MICRO + ["train.total_steps=1", "eval.validation_suites=[toy_val]"]), out)
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    val = json.loads((out / "eval" / "validation" / "step-000001" / "summary.json").read_text())["suites"]
+    assert set(val) == {"toy_val"} and val["toy_val"]["problems"] == 3
+    assert row["val_toy_val_accuracy"] == val["toy_val"]["accuracy"] and "val_toy_accuracy" not in row
+    assert set(json.loads((out / "eval" / "step-000001" / "summary.json").read_text())["suites"]) == {"toy"}
