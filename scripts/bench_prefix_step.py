@@ -37,7 +37,7 @@ def make_run(name: str, args, out: Path):
     from pipeline.config import load_config
     from pipeline.run import Run, make_accelerator
 
-    overrides = VARIANTS[name] + [f"train.total_steps={args.steps}", f"train.num_threads={args.threads}",
+    overrides = VARIANTS[name] + [f"model.name_or_path={args.model}", f"train.total_steps={args.steps}", f"train.num_threads={args.threads}",
                                   "eval.at_start=false", "eval.at_end=false", "train.seed=0"]
     cfg = load_config(args.recipe, overrides)
     run = Run(cfg, out / name, make_accelerator(cfg))
@@ -74,6 +74,7 @@ def main() -> int:
     ap.add_argument("--recipe", default="compare_toy")
     ap.add_argument("--steps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", default="embedded", help="model.name_or_path for all three runs")
     args = ap.parse_args()
     from pipeline.logs import setup_logging
 
@@ -93,7 +94,7 @@ def main() -> int:
     row = {
         "bench": "prefix_step", "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores (shared), CPU, {args.threads} thread(s)",
-        "recipe": args.recipe, "steps": args.steps, "warmup_steps_dropped": 1,
+        "recipe": args.recipe, "model": args.model, "steps": args.steps, "warmup_steps_dropped": 1,
         "step_s": {n: [round(x["s"]["step"], 2) for x in rec[n]] for n in names},
         "generate_s": {n: [round(x["s"]["generate"], 2) for x in rec[n]] for n in names},
         "completion_tokens": {n: [x["completion_tokens"] for x in rec[n]] for n in names},

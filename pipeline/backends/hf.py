@@ -1,10 +1,13 @@
 """transformers rollout backend: a KV-cached sampling loop over the trainer's own module.
 
 It shares the policy module with the update stage, so `sync_weights` has nothing to copy. For a chunk
-of requests the distinct prompts are prefilled once and their KV cache is repeated for every request
-that shares the prompt (a group of N samples costs one prefill); forced prefix tokens (the
-demonstration cut of a hybrid request) are then fed through the same decode loop as sampled tokens.
-Finished rows are dropped from the batch as they stop.
+of requests the distinct prompts are prefilled once. With SDPA attention their KV then stays once per
+group and each row's cache holds only what follows its prompt (shared-prompt attention,
+pipeline/backends/cascade.py); otherwise the prompt's cache is repeated for every request that shares it.
+A hybrid request's forced prefix (the demonstration cut) is known in advance, so it is prefilled in
+chunked forwards after the prompt (`prefill_chunk` positions each), not fed through the decode loop:
+sampling starts at the first continuation token, from the same distribution. Finished rows are dropped
+from the batch as they stop.
 
 Sampling is inverse-CDF with one uniform per generated token drawn from the request's own seed, so a
 request's sample does not depend on which other requests share its batch (up to floating point).
