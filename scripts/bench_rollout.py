@@ -8,6 +8,7 @@ prompt once and shares its KV cache across the group; the baseline left-pads the
 machine is shared, so only side-by-side ratios mean much); the median of --repeats runs each.
 
     python scripts/bench_rollout.py [--prompts 64 --samples 8 --max-new-tokens 96 --precision fp32]
+    python scripts/bench_rollout.py --prompts 8 --max-new-tokens 512   # the long-completion shape
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def ours(model, tok, ids: list[list[int]], args) -> int:
     from pipeline.backends.hf import TransformersBackend
 
     backend = TransformersBackend(model, pad_token_id=tok.pad_token_id, batch_size=args.batch_size,
-                                  precision=args.precision)
+                                  precision=args.precision, shared_prompt=args.shared_prompt == "on")
     reqs = [GenerationRequest(p, [], args.max_new_tokens, seed=1000 * i + s)
             for i, p in enumerate(ids) for s in range(args.samples)]
     sampling = SamplingParams(temperature=1.0, stop_token_ids=[tok.eos_token_id], min_new_tokens=args.max_new_tokens)
@@ -90,6 +91,9 @@ def main() -> int:
     ap.add_argument("--cache", choices=["preallocated", "dynamic"], default="preallocated",
                     help="our rollout KV cache: the default buffer, or transformers' DynamicCache (torch.cat per "
                          "token), to measure what the buffer buys")
+    ap.add_argument("--shared-prompt", choices=["on", "off"], default="on",
+                    help="ours keeps each prompt's KV once per group (shared-prompt attention, the default) or "
+                         "copies it to every row (before), to measure what it buys")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile(dynamic=True) the model forward for both sides; the first repeat pays "
                          "the compilation")
@@ -123,7 +127,7 @@ def main() -> int:
                    f"{torch.get_num_threads()} threads", "model": f"embedded:{args.preset}",
         "prompts": args.prompts, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size, "precision": args.precision, "repeats": args.repeats,
-        "cache": args.cache, "compile": args.compile, "seconds_each": {k: [round(x, 2) for x in v] for k, v in times.items()},
+        "cache": args.cache, "shared_prompt": args.shared_prompt, "compile": args.compile, "seconds_each": {k: [round(x, 2) for x in v] for k, v in times.items()},
         "tokens_ours": tokens["ours"], "tokens_generate": tokens["generate"],
         "seconds_ours": round(med["ours"], 2), "seconds_generate": round(med["generate"], 2),
         "tokens_per_s_ours": round(tps["ours"], 1), "tokens_per_s_generate": round(tps["generate"], 1),

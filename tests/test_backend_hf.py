@@ -100,21 +100,114 @@ def test_min_new_tokens_masks_stop_tokens_until_reached():
 def test_preallocated_cache_gives_bit_identical_rollouts(monkeypatch):
     # the rollout cache writes into one buffer instead of concatenating per token; the arithmetic must
     # not change: same tokens and the same log-prob bits as transformers' DynamicCache, with forced
-    # prefixes, shared prompts and rows that stop early (rows dropped from the buffer mid-rollout)
+    # prefixes, shared prompts and rows that stop early (rows dropped from the buffer mid-rollout).
+    # Prefixes go through the decode loop here (prefill_prefixes=False) and prompts are copied per row
+    # (shared_prompt=False): with prefill the buffer forwards only the hybrid rows while DynamicCache
+    # forwards every row, and shared-prompt attention needs the buffer: other sums, the same values.
     from transformers import DynamicCache
 
     from pipeline.backends import hf
 
     reqs = [GenerationRequest([3 + i % 3, 4, 5, 6][: 2 + i % 3], [7, 8][: i % 3], 10, seed=i) for i in range(12)]
     sampling = SamplingParams(1.0, stop_token_ids=[9, 10, 11])
-    backend = _backend()
+    model = tiny_qwen2(vocab_size=40)
+    backend = TransformersBackend(model, pad_token_id=0, prefill_prefixes=False, shared_prompt=False)
     ours = backend.generate(reqs, sampling)
+    prefill = TransformersBackend(model, pad_token_id=0, shared_prompt=False)
+    prefilled = prefill.generate(reqs, sampling)
     monkeypatch.setattr(hf, "_preallocated_cache", lambda config, capacity: DynamicCache(config=config))
     ref = backend.generate(reqs, sampling)
     assert len({len(o.token_ids) for o in ref}) > 2  # some rows stopped early
     assert [o.token_ids for o in ours] == [o.token_ids for o in ref]
     assert [o.logprobs for o in ours] == [o.logprobs for o in ref]
     assert [o.finish_reason for o in ours] == [o.finish_reason for o in ref]
+    # the prefill path through DynamicCache (every row forwarded, prefix-less rows masked) agrees too
+    dyn = prefill.generate(reqs, sampling)
+    _assert_same_samples(model, reqs, dyn, prefilled)
+    for r, o in zip(reqs, dyn):
+        assert torch.allclose(torch.tensor(o.logprobs), torch.tensor(_reference_logprobs(model, r, o)), atol=1e-5)
+
+
+def _mixed_prefix_requests(budget=12):
+    # shared prompts, prefixes of lengths 0..9 in one batch (several groups, hybrids of different widths)
+    return [GenerationRequest([3 + i % 3, 4, 5, 6][: 2 + i % 3], list(range(12, 12 + (7 * i) % 10)), budget, seed=i)
+            for i in range(16)]
+
+
+def _reference_logprobs(model, r, o):
+    seq = torch.tensor([r.prompt_ids + r.prefix_ids + o.token_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=seq).logits[0].float(), -1)
+    start = len(r.prompt_ids) + len(r.prefix_ids)
+    return [logp[start - 1 + k, t].item() for k, t in enumerate(o.token_ids)]
+
+
+def _assert_same_samples(model, reqs, outs, others, tol=1e-4):
+    # Two arithmetic paths for the same distribution sample the same tokens from the same uniforms, except
+    # where a uniform falls within float error of a CDF boundary (then a neighbouring token, once). A row
+    # may differ only there: both tokens adjacent, u·total within `tol` of the boundary between them.
+    ties = 0
+    for r, o, x in zip(reqs, outs, others):
+        if o.token_ids == x.token_ids:
+            continue
+        k = next(i for i, (a, b) in enumerate(zip(o.token_ids, x.token_ids)) if a != b)
+        a, b = sorted((o.token_ids[k], x.token_ids[k]))
+        seq = torch.tensor([r.prompt_ids + r.prefix_ids + o.token_ids[:k]])
+        with torch.no_grad():
+            cdf = torch.softmax(model(input_ids=seq).logits[0, -1].float(), -1).cumsum(-1)
+        u = torch.rand(r.max_new_tokens, generator=torch.Generator().manual_seed(r.seed))[k]
+        assert b == a + 1 and abs(float(u * cdf[-1] - cdf[a])) < tol, (r, k, a, b)
+        ties += 1
+    assert ties <= max(1, len(reqs) // 8)  # near-ties are rare
+
+
+@pytest.mark.parametrize("chunk", [512, 3])
+def test_prefilled_prefixes_of_different_lengths_match_a_full_forward(chunk):
+    # prefixes are prefilled (in 3-position chunks too), never decoded: the continuation's log-probs are
+    # the policy's on the whole sequence, and the samples are those of forcing the prefix token by token
+    reqs = _mixed_prefix_requests()
+    assert len({len(r.prefix_ids) for r in reqs}) >= 6
+    backend = TransformersBackend(tiny_qwen2(vocab_size=40), pad_token_id=0, prefill_chunk=chunk)
+    outs = backend.generate(reqs, SamplingParams(1.0))
+    assert [len(o.token_ids) for o in outs] == [12] * len(reqs)
+    for r, o in zip(reqs, outs):
+        assert torch.allclose(torch.tensor(o.logprobs), torch.tensor(_reference_logprobs(backend.model, r, o)),
+                              atol=1e-5)
+    decoded = TransformersBackend(backend.model, pad_token_id=0, prefill_prefixes=False).generate(
+        reqs, SamplingParams(1.0))
+    _assert_same_samples(backend.model, reqs, outs, decoded)
+
+
+def test_prefilled_prefixes_with_early_stops_and_a_fixed_seed():
+    reqs = _mixed_prefix_requests(budget=20)
+    sampling = SamplingParams(1.0, stop_token_ids=[7, 8, 9])
+    backend = _backend()
+    outs = backend.generate(reqs, sampling)
+    assert {o.finish_reason for o in outs} == {"stop", "length"}
+    assert len({len(o.token_ids) for o in outs}) > 3  # rows leave the batch at different steps
+    for r, o in zip(reqs, outs):
+        assert (o.finish_reason == "stop") == (o.token_ids[-1] in (7, 8, 9))
+        assert torch.allclose(torch.tensor(o.logprobs), torch.tensor(_reference_logprobs(backend.model, r, o)),
+                              atol=1e-5)
+    again = backend.generate(reqs, sampling)  # same seeds: bit-identical
+    assert [(o.token_ids, o.logprobs, o.finish_reason) for o in again] == \
+        [(o.token_ids, o.logprobs, o.finish_reason) for o in outs]
+    alone = backend.generate([reqs[3]], sampling)[0]  # a hybrid row's sample does not depend on its batch
+    assert reqs[3].prefix_ids and alone.token_ids == outs[3].token_ids
+    reseeded = backend.generate([GenerationRequest(r.prompt_ids, r.prefix_ids, 20, r.seed + 100) for r in reqs],
+                                sampling)
+    assert [o.token_ids for o in reseeded] != [o.token_ids for o in outs]
+
+
+def test_prefixes_are_never_decoded_token_by_token():
+    # one forward for the prompts, one (chunk 512) for the hybrid rows' prefixes, then one per sampled token
+    backend = _backend()
+    calls = []
+    forward = backend._forward
+    backend._forward = lambda ids, *a: calls.append(tuple(ids.shape)) or forward(ids, *a)
+    reqs = [GenerationRequest([5, 6, 7], [], 4, seed=0), GenerationRequest([5, 6, 7], list(range(10, 40)), 4, seed=1)]
+    backend.generate(reqs, SamplingParams(1.0))
+    assert calls == [(1, 3), (1, 30), (2, 1), (2, 1), (2, 1)]
 
 
 def test_preallocated_cache_refuses_to_overflow():
@@ -128,3 +221,66 @@ def test_preallocated_cache_refuses_to_overflow():
         model(input_ids=torch.tensor([[4]]), past_key_values=cache, use_cache=True)
         with pytest.raises(RuntimeError, match="rollout cache overflow: 5 > 4"):
             model(input_ids=torch.tensor([[5]]), past_key_values=cache, use_cache=True)
+
+
+def test_shared_prompt_attention_equals_attention_over_the_whole_row():
+    # cascade attention (prompt once per group, merged by log-sum-exp) = softmax attention over
+    # [prompt ; own positions], for uneven groups (rows dropped), GQA and left-padded prompts
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from pipeline.backends.cascade import SharedPrompt, attend, cascade_attention
+
+    torch.manual_seed(0)
+    g, hkv, rep, p, s, d = 3, 2, 2, 5, 4, 8
+    kp, vp = torch.randn(g, hkv, p, d), torch.randn(g, hkv, p, d)
+    valid = torch.ones(g, p, dtype=torch.bool)
+    valid[1, :2] = False  # a shorter, left-padded prompt
+    group = torch.tensor([0, 0, 1, 2, 2, 2, 1])
+    sp = SharedPrompt.build([kp], [vp], valid, group).select(torch.tensor([0, 2, 3, 5, 6]))  # two rows finished
+    rows = len(sp.group)
+    q, k, v = torch.randn(rows, hkv * rep, 1, d), torch.randn(rows, hkv, s, d), torch.randn(rows, hkv, s, d)
+    own = torch.ones(rows, s, dtype=torch.bool)
+    own[0, 1] = False  # a masked position in a row's own part (prefix padding)
+
+    class Layer:
+        layer_idx = 0
+
+    # transformers' own mask is ignored (all False here): the rows' own positions come with `sp`
+    out, _ = cascade_attention(Layer(), q, k, v, torch.zeros(rows, 1, 1, s, dtype=torch.bool), scaling=0.3,
+                               shared_prompt=sp.with_own(own))  # [A, 1, Hq, D]
+    k_all = repeat_kv(torch.cat([kp[sp.group], k], 2), rep)
+    v_all = repeat_kv(torch.cat([vp[sp.group], v], 2), rep)
+    mask = torch.cat([valid[sp.group][:, None, None, :], own[:, None, None, :]], -1)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, scale=0.3)
+    assert torch.allclose(out, ref.transpose(1, 2), atol=1e-5)
+    # the log-sum-exp the merge relies on, on both code paths (CPU kernel and the portable one)
+    bias = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    scores = (q @ k_all.transpose(-1, -2)) * 0.3 + bias
+    o, lse = attend(q, k_all, v_all, bias, 0.3)
+    assert torch.allclose(lse, torch.logsumexp(scores, -1), atol=1e-5) and torch.allclose(o, ref, atol=1e-5)
+    o2, lse2 = attend(q.to("meta"), k_all.to("meta"), v_all.to("meta"), bias.to("meta"), 0.3)  # non-CPU path
+    assert o2.shape == o.shape and lse2.shape == lse.shape
+
+
+def test_shared_prompt_rollouts_match_per_row_prompts():
+    from transformers import AttentionInterface
+
+    from pipeline.backends import cascade
+
+    seen = []
+    cascade.register()
+    AttentionInterface.register(cascade.NAME, lambda *a, shared_prompt=None, **k: seen.append(
+        shared_prompt is not None) or cascade.cascade_attention(*a, shared_prompt=shared_prompt, **k))
+    try:
+        reqs = _mixed_prefix_requests(budget=16)
+        sampling = SamplingParams(1.0, stop_token_ids=[7, 8])
+        model = tiny_qwen2(vocab_size=40)
+        shared = TransformersBackend(model, pad_token_id=0).generate(reqs, sampling)
+        assert seen.count(True) > 10 and model.config._attn_implementation == "sdpa"  # restored after
+        per_row = TransformersBackend(model, pad_token_id=0, shared_prompt=False).generate(reqs, sampling)
+    finally:
+        AttentionInterface.register(cascade.NAME, cascade.cascade_attention)
+    assert len({len(o.token_ids) for o in shared}) > 3
+    _assert_same_samples(model, reqs, shared, per_row)
+    for r, o in zip(reqs, shared):
+        assert torch.allclose(torch.tensor(o.logprobs), torch.tensor(_reference_logprobs(model, r, o)), atol=1e-5)

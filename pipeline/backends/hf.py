@@ -1,10 +1,13 @@
 """transformers rollout backend: a KV-cached sampling loop over the trainer's own module.
 
 It shares the policy module with the update stage, so `sync_weights` has nothing to copy. For a chunk
-of requests the distinct prompts are prefilled once and their KV cache is repeated for every request
-that shares the prompt (a group of N samples costs one prefill); forced prefix tokens (the
-demonstration cut of a hybrid request) are then fed through the same decode loop as sampled tokens.
-Finished rows are dropped from the batch as they stop.
+of requests the distinct prompts are prefilled once. With SDPA attention their KV then stays once per
+group and each row's cache holds only what follows its prompt (shared-prompt attention,
+pipeline/backends/cascade.py); otherwise the prompt's cache is repeated for every request that shares it.
+A hybrid request's forced prefix (the demonstration cut) is known in advance, so it is prefilled in
+chunked forwards after the prompt (`prefill_chunk` positions each), not fed through the decode loop:
+sampling starts at the first continuation token, from the same distribution. Finished rows are dropped
+from the batch as they stop.
 
 Sampling is inverse-CDF with one uniform per generated token drawn from the request's own seed, so a
 request's sample does not depend on which other requests share its batch (up to floating point).
@@ -13,11 +16,14 @@ request's sample does not depend on which other requests share its batch (up to 
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import torch
 
 from pipeline.backends import Completion, GenerationRequest, SamplingParams
+from pipeline.backends.cascade import NAME as CASCADE
+from pipeline.backends.cascade import SharedPrompt
 
 
 def sample_from_logits(logits: torch.Tensor, sampling: SamplingParams,
@@ -62,29 +68,38 @@ def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def _preallocated_cache(config: Any, capacity: int) -> Any:
-    """A transformers DynamicCache whose full-attention layers write into buffers sized for the whole
-    rollout (prompt + emitted tokens) instead of concatenating a new tensor per token: `torch.cat` of
-    the growing cache was a third of CPU decode time (docs/performance.md). Attention still sees only the
-    filled part (a view), so the arithmetic is unchanged. Sliding-window layers stay as they are."""
-    from transformers import DynamicCache
+@functools.cache
+def _preallocated_layer_class() -> type:
     from transformers.cache_utils import DynamicLayer
 
     class PreallocatedLayer(DynamicLayer):
+        """A DynamicLayer that writes into [B, H, capacity, D] buffers; `keys`/`values` are views of the
+        filled part, so attention computes exactly what it does on a concatenated cache."""
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+
+        def _alloc(self, b: int, h: int, d: int, like: torch.Tensor) -> None:
+            self._k = like.new_empty((b, h, self.capacity, d))  # [B, H, capacity, D]
+            self._v = like.new_empty((b, h, self.capacity, d))
+            self.length = 0
+
+        def _view(self) -> None:
+            self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
                 b, h, _, d = key_states.shape
-                self._k = key_states.new_empty((b, h, capacity, d))  # [B, H, capacity, D]
-                self._v = value_states.new_empty((b, h, capacity, d))
-                self.length = 0
+                self._alloc(b, h, d, key_states)
             end = self.length + key_states.shape[-2]
-            if end > capacity:
-                raise RuntimeError(f"rollout cache overflow: {end} > {capacity} positions")
+            if end > self.capacity:
+                raise RuntimeError(f"rollout cache overflow: {end} > {self.capacity} positions")
             self._k[:, :, self.length:end] = key_states
             self._v[:, :, self.length:end] = value_states
             self.length = end
-            self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+            self._view()
             return self.keys, self.values
 
         def get_seq_length(self) -> int:
@@ -93,18 +108,70 @@ def _preallocated_cache(config: Any, capacity: int) -> Any:
         def batch_select_indices(self, indices: torch.Tensor) -> None:
             if self.is_initialized:
                 self._k, self._v = self._k[indices], self._v[indices]
-                self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+                self._view()
+
+        def take_rows(self, rows: torch.Tensor, capacity: int) -> "PreallocatedLayer":
+            """A new layer holding a copy of `rows`' filled positions, with room for `capacity`."""
+            out = PreallocatedLayer(capacity)
+            out.lazy_initialization(self.keys, self.values)
+            out._alloc(len(rows), self._k.shape[1], self._k.shape[3], self._k)
+            out.length = self.length
+            out._k[:, :, :self.length] = self._k[rows, :, :self.length]
+            out._v[:, :, :self.length] = self._v[rows, :, :self.length]
+            out._view()
+            return out
+
+        def empty_like_rows(self, rows: int, capacity: int) -> "PreallocatedLayer":
+            """A new, empty layer for `rows` rows shaped like this one (the per-row cache of a rollout whose
+            prompts are kept once per group: pipeline/backends/cascade.py)."""
+            out = PreallocatedLayer(capacity)
+            out.lazy_initialization(self.keys, self.values)
+            out._alloc(rows, self._k.shape[1], self._k.shape[3], self._k)
+            out._view()
+            return out
+
+        def splice_rows(self, rows: torch.Tensor, other: "PreallocatedLayer") -> None:
+            """Every row's filled positions move right by the extra length `other` holds (the gap is
+            zeroed: masked keys must not carry NaN garbage into the weighted sum), then `rows` take
+            `other`'s contents. Rows not in `rows` read the gap as masked padding."""
+            old, new = self.length, other.length
+            for buf, src in ((self._k, other._k), (self._v, other._v)):
+                buf[:, :, new - old:new] = buf[:, :, :old].clone()
+                buf[:, :, :new - old] = 0
+                buf[rows, :, :new] = src[:, :, :new]
+            self.length = new
+            self._view()
+
+    return PreallocatedLayer
+
+
+def _preallocated_cache(config: Any, capacity: int) -> Any:
+    """A transformers DynamicCache whose full-attention layers write into buffers sized for the whole
+    rollout (prompt + emitted tokens) instead of concatenating a new tensor per token: `torch.cat` of
+    the growing cache was a third of CPU decode time (docs/performance.md). Attention still sees only the
+    filled part (a view), so the arithmetic is unchanged. Sliding-window layers stay as they are."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
     cache = DynamicCache(config=config)
-    cache.layers = [PreallocatedLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    layer = _preallocated_layer_class()
+    cache.layers = [layer(capacity) if type(layer_) is DynamicLayer else layer_ for layer_ in cache.layers]
     return cache
+
+
+def _spliceable(cache: Any) -> bool:
+    return all(hasattr(layer, "splice_rows") for layer in cache.layers)
 
 
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, model: Any, *, pad_token_id: int, batch_size: int = 256, precision: str = "fp32"):
+    def __init__(self, model: Any, *, pad_token_id: int, batch_size: int = 256, precision: str = "fp32",
+                 prefill_chunk: int = 512, prefill_prefixes: bool = True, shared_prompt: bool = True):
         self.model = model
+        self.shared_prompt = shared_prompt  # keep a group's prompt KV once (cascade attention) where possible
+        self.prefill_chunk = prefill_chunk  # positions per prefill forward (prompts and prefixes)
+        self.prefill_prefixes = prefill_prefixes  # False: force prefix tokens through the decode loop (benchmarks)
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
         self.precision = precision
@@ -141,43 +208,112 @@ class TransformersBackend:
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
         was_training = self.model.training
         self.model.eval()
+        impl = self.model.config._attn_implementation
+        cascade = self.shared_prompt and impl == "sdpa" and not getattr(self.model.config, "use_sliding_window", False)
+        if cascade:
+            from pipeline.backends.cascade import register
+
+            self.model.config._attn_implementation = register()
         try:
             out: list[Completion] = []
             for start in range(0, len(requests), self.batch_size):
                 out += self._generate_chunk(requests[start:start + self.batch_size], sampling)
             return out
         finally:
+            self.model.config._attn_implementation = impl
             self.model.train(was_training)
 
-    def _forward(self, ids, mask, pos, cache):
+    def _forward(self, ids, mask, pos, cache, shared=None):
+        extra = {} if shared is None else {"shared_prompt": shared.with_own(mask)}
         with self._autocast():
             res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                             use_cache=True, logits_to_keep=1)
+                             use_cache=True, logits_to_keep=1, **extra)
         return res.logits[:, -1].float(), res.past_key_values
 
+    def _prefill(self, ids, mask, pos, cache, past_mask=None, shared=None):
+        """Forward `ids` [B, W] after what `cache` holds, in chunks of at most `prefill_chunk` positions.
+        Returns the last position's logits [B, V], the mask over all positions and the cache."""
+        logits = None
+        full = mask if past_mask is None else torch.cat([past_mask, mask], dim=-1)
+        done = full.shape[1] - ids.shape[1]
+        for c0 in range(0, ids.shape[1], self.prefill_chunk):
+            c1 = min(ids.shape[1], c0 + self.prefill_chunk)
+            logits, cache = self._forward(ids[:, c0:c1], full[:, :done + c1], pos[:, c0:c1], cache, shared)
+        return logits, full, cache
+
+    def _prefill_prefixes(self, reqs, cache, logits, mask, next_pos, shared=None):
+        """Feed each hybrid row's demonstration prefix after its (shared) prompt in chunked forwards,
+        instead of token by token through the decode loop. The prefixes are left-padded to a common
+        width W, so every hybrid row's last position is its last prefix token; pads are masked. When the
+        cache supports it only hybrid rows are forwarded, and the other rows get W masked positions in
+        front of their prompt; otherwise every row is forwarded, rows without a prefix fully masked.
+        Returns the next-token logits [R, V], the attention mask [R, P + W] and the next positions [R]."""
+        from transformers import DynamicCache
+
+        dev = logits.device
+        flen = torch.tensor([len(r.prefix_ids) for r in reqs], device=dev)  # [R]
+        spliced = _spliceable(cache)
+        rows = (flen > 0).nonzero().squeeze(-1) if spliced else torch.arange(len(reqs), device=dev)  # [Hb]
+        ids, pmask = _left_pad([reqs[i].prefix_ids for i in rows.tolist()], self.pad_token_id)  # [Hb, W]
+        ids, pmask = ids.to(dev), pmask.to(dev)
+        pos = next_pos[rows, None] + (pmask.cumsum(-1) - 1).clamp_min(0)  # [Hb, W]
+        sub = cache
+        if spliced:
+            sub = DynamicCache(config=self.model.config)
+            sub.layers = [layer.take_rows(rows, cache.get_seq_length() + ids.shape[1]) for layer in cache.layers]
+        out, sub_mask, sub = self._prefill(ids, pmask, pos, sub, past_mask=mask[rows],
+                                           shared=None if shared is None else shared.select(rows))
+        if spliced:
+            for layer, part in zip(cache.layers, sub.layers):
+                layer.splice_rows(rows, part)
+            mask = torch.cat([mask.new_zeros((mask.shape[0], ids.shape[1])), mask], dim=-1)
+            mask[rows] = sub_mask
+        else:
+            mask = sub_mask
+        has = flen[rows] > 0
+        logits = logits.clone()
+        logits[rows[has]] = out[has]
+        return logits, mask, next_pos + flen
+
     def _generate_chunk(self, reqs: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
+        from transformers import DynamicCache
+
         dev = self._device()
         n = len(reqs)
-        flen = torch.tensor([len(r.prefix_ids) for r in reqs], device=dev)  # [R]
+        prefill = self.prefill_prefixes and any(r.prefix_ids for r in reqs)
+        # prefix tokens left for the decode loop to force (none when they are prefilled)
+        flen = torch.tensor([0 if prefill else len(r.prefix_ids) for r in reqs], device=dev)  # [R]
         budget = torch.tensor([r.max_new_tokens for r in reqs], device=dev)  # [R]
-        total = flen + budget  # tokens emitted after the prompt, at most
+        total = flen + budget  # tokens emitted by the loop, at most
         steps = int(total.max())
+        width = max(len(r.prefix_ids) for r in reqs) if prefill else 0
         # prefill each distinct prompt once, then repeat its cache for every request that shares it
         distinct: dict[tuple[int, ...], int] = {}
         row_to_prompt = [distinct.setdefault(tuple(r.prompt_ids), len(distinct)) for r in reqs]
         ids, mask = _left_pad([list(p) for p in distinct], self.pad_token_id)
         ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        cache = _preallocated_cache(self.model.config, ids.shape[1] + steps)
-        logits, cache = self._forward(ids, mask, pos, cache)
+        cache = _preallocated_cache(self.model.config, ids.shape[1] + width + steps)
+        logits, mask, cache = self._prefill(ids, mask, pos, cache)
         select = torch.tensor(row_to_prompt, device=dev)
-        cache.batch_select_indices(select)
-        logits, mask = logits[select], mask[select]  # [R, V], [R, P]
-        next_pos = mask.sum(-1)  # [R]
+        logits, next_pos = logits[select], mask.sum(-1)[select]  # [R, V], [R]
+        shared = None
+        if self.model.config._attn_implementation == CASCADE and len(distinct) < n and _spliceable(cache):
+            # the prompts' KV stays once per group; each row's cache holds what follows its prompt
+            shared = SharedPrompt.build([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers],
+                                        mask.bool(), select)
+            rows = DynamicCache(config=self.model.config)
+            rows.layers = [layer.empty_like_rows(n, width + steps) for layer in cache.layers]
+            cache, mask = rows, mask.new_zeros((n, 0))
+        else:
+            cache.batch_select_indices(select)
+            mask = mask[select]  # [R, P]
+        if prefill:
+            logits, mask, next_pos = self._prefill_prefixes(reqs, cache, logits, mask, next_pos, shared)
 
         forced = torch.full((n, max(1, int(flen.max()))), self.pad_token_id, dtype=torch.long, device=dev)
         for i, r in enumerate(reqs):
-            if r.prefix_ids:
+            if r.prefix_ids and not prefill:
                 forced[i, :len(r.prefix_ids)] = torch.tensor(r.prefix_ids, device=dev)
         uniforms = torch.zeros((n, int(budget.max())), dtype=torch.float32)
         for i, r in enumerate(reqs):
@@ -212,14 +348,15 @@ class TransformersBackend:
                 keep = (~done).nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
                 active, mask, next_pos, tok = active[keep], mask[keep], next_pos[keep], tok[keep]
+                shared = None if shared is None else shared.select(keep)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
-            logits, cache = self._forward(tok[:, None], mask, next_pos[:, None], cache)
+            logits, cache = self._forward(tok[:, None], mask, next_pos[:, None], cache, shared)
             next_pos = next_pos + 1
 
         results = []
         emitted, logps, length = emitted.cpu(), logps.cpu(), length.cpu()
         for i, r in enumerate(reqs):
-            a, b = len(r.prefix_ids), int(length[i])
+            a, b = int(flen[i]), int(length[i])
             results.append(Completion(token_ids=emitted[i, a:b].tolist(), logprobs=logps[i, a:b].tolist(),
                                       finish_reason="stop" if bool(stopped[i]) else "length"))
         return results

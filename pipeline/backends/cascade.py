@@ -1,0 +1,143 @@
+"""Shared-prompt (cascade) attention for the transformers rollout backend.
+
+A group's N samples share one prompt. Instead of copying the prompt's keys and values to every row and
+reading them once per row at every decode step, the prompt's KV is kept once per distinct prompt
+([G, Hkv, P, D]) and each row's cache holds only what follows the prompt (its prefix and sampled
+tokens). Attention of a row over [prompt ; own suffix] is computed as two partial attentions merged by
+their log-sum-exp, which is exactly softmax attention over the concatenation (up to floating point):
+
+    out = (o_p · e^{l_p} + o_s · e^{l_s}) / (e^{l_p} + e^{l_s})
+
+At a decode step (one query per row) the queries of all rows of a group, and all query heads of a KV
+head, are stacked along the query axis, so the prompt part is one attention call per group that reads
+the prompt's KV once for the whole group. Multi-token forwards (the prefix prefill) read the prompt per
+row: they run once per rollout.
+
+The attention function is registered with transformers' `AttentionInterface` under NAME and falls back
+to transformers' SDPA attention whenever no `shared_prompt` keyword reaches it, so switching a model to
+it changes nothing outside a rollout.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+NAME = "prefix_rft_cascade"
+
+
+@dataclass
+class SharedPrompt:
+    """The prompt KV of every distinct prompt and where each batch row's group is.
+
+    keys/values: per layer [G, Hkv, P, D]; valid: [G, P] bool (False at left padding); group: [A] the
+    distinct prompt of each batch row; slot: [A] the row's place g * width + j in its group's stack of
+    queries (width = the largest group); own: [A, S] bool, which of the row's own positions are real
+    (set per forward by `with_own`; transformers' mask is not used: built from the row's own positions
+    with no padding it takes them for packed sequences)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    valid: torch.Tensor
+    group: torch.Tensor
+    slot: torch.Tensor
+    width: int
+    own: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, keys, values, valid, group: torch.Tensor) -> "SharedPrompt":
+        g = int(valid.shape[0])
+        counts = torch.bincount(group, minlength=g)  # [G]
+        order = torch.argsort(group, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        within = torch.empty_like(group)
+        within[order] = torch.arange(len(group), device=group.device) - starts[group[order]]
+        width = int(counts.max())
+        return cls(keys, values, valid, group, group * width + within, width)
+
+    def select(self, index: torch.Tensor) -> "SharedPrompt":
+        """The same prompts for a subset of the batch rows (finished rows dropped, a sub-batch)."""
+        return SharedPrompt(self.keys, self.values, self.valid, self.group[index], self.slot[index], self.width)
+
+    def with_own(self, mask: torch.Tensor) -> "SharedPrompt":
+        """This batch with `mask` [A, S] (1 = real position) over the rows' own positions."""
+        return SharedPrompt(self.keys, self.values, self.valid, self.group, self.slot, self.width, mask.bool())
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+           scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention and its log-sum-exp. q [B, H, L, D], k/v [B, H, S, D], bias additive and
+    broadcastable to [B, H, L, S] (-inf masks). Returns out [B, H, L, D] and lse [B, H, L]."""
+    if q.device.type == "cpu":  # the CPU flash kernel SDPA itself runs, which also returns the LSE
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, attn_mask=None if bias is None else bias.to(q.dtype), scale=scale)
+        return out, lse.to(torch.float32)
+    scores = (q @ k.transpose(-1, -2)).float() * scale  # [B, H, L, S]
+    if bias is not None:
+        scores = scores + bias
+    lse = torch.logsumexp(scores, dim=-1)  # [B, H, L]
+    return (torch.softmax(scores, dim=-1).to(v.dtype) @ v), lse
+
+
+def _bias(valid: torch.Tensor) -> torch.Tensor:
+    """bool -> additive float mask (0 where attended, -inf where not)."""
+    return torch.zeros(valid.shape, dtype=torch.float32, device=valid.device).masked_fill(~valid, float("-inf"))
+
+
+def _own_valid(own: torch.Tensor, q_len: int) -> torch.Tensor:
+    """[A, S] real positions -> [A, 1, L, S] bool: real and causal (the queries are the last L positions)."""
+    s_len = own.shape[1]
+    causal = (torch.arange(q_len, device=own.device)[:, None] + (s_len - q_len)
+              >= torch.arange(s_len, device=own.device)[None, :])  # [L, S]
+    return own[:, None, None, :] & causal[None, None]
+
+
+def cascade_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                      is_causal=None, shared_prompt: SharedPrompt | None = None, **kwargs):
+    """transformers attention function (see the module docstring). query [A, Hq, L, D]; key/value
+    [A, Hkv, S, D] are the row's own positions after the prompt. Returns ([A, L, Hq, D], None)."""
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    if shared_prompt is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    sp, layer = shared_prompt, module.layer_idx
+    a, hq, q_len, d = query.shape
+    hkv = key.shape[1]
+    rep = hq // hkv
+    scale = scaling if scaling is not None else d ** -0.5
+    kp, vp = sp.keys[layer], sp.values[layer]  # [G, Hkv, P, D]
+    own = _own_valid(sp.own, q_len)  # [A, 1, L, S]
+    if q_len > 1:  # prefill of prefixes: the row's prompt gathered once, one attention over [prompt ; own]
+        k_all = repeat_kv(torch.cat([kp[sp.group], key], dim=2), rep)  # [A, Hq, P + S, D]
+        v_all = repeat_kv(torch.cat([vp[sp.group], value], dim=2), rep)
+        valid = torch.cat([sp.valid[sp.group][:, None, None, :].expand(-1, 1, q_len, -1),
+                           own], dim=-1)  # [A, 1, L, P + S]
+        out, _ = attend(query, k_all, v_all, _bias(valid), scale)  # [A, Hq, L, D]
+        return out.transpose(1, 2).contiguous(), None
+    q = query.reshape(a, hkv, rep, d)  # one query per row: the query heads of a KV head stacked
+    g = kp.shape[0]
+    stacked = q.new_zeros((g * sp.width, hkv, rep, d))
+    stacked[sp.slot] = q
+    stacked = stacked.view(g, sp.width, hkv, rep, d).permute(0, 2, 1, 3, 4).reshape(g, hkv, sp.width * rep, d)
+    o_p, l_p = attend(stacked, kp, vp, _bias(sp.valid)[:, None, None, :], scale)  # [G, Hkv, W·rep, (D)]
+    o_p = o_p.view(g, hkv, sp.width, rep, d).permute(0, 2, 1, 3, 4).reshape(g * sp.width, hkv, rep, d)[sp.slot]
+    l_p = l_p.view(g, hkv, sp.width, rep).permute(0, 2, 1, 3).reshape(g * sp.width, hkv, rep)[sp.slot]
+    o_s, l_s = attend(q, key, value, _bias(own), scale)  # [A, Hkv, rep, (D)]
+    m = torch.maximum(l_p, l_s)
+    w_p, w_s = torch.exp(l_p - m), torch.exp(l_s - m)  # [A, Hkv, rep]
+    out = (o_p * w_p[..., None] + o_s * w_s[..., None]) / (w_p + w_s)[..., None]
+    return out.to(query.dtype).reshape(a, 1, hq, d), None
+
+
+@functools.cache
+def register() -> str:
+    """Register the attention function (and SDPA's mask builder for it) with transformers; returns NAME."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(NAME, cascade_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    return NAME
