@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import load_config
 from pipeline.errors import UserError
 
 GIB = 2 ** 30
@@ -203,8 +204,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the plan as JSON")
     ap.add_argument("overrides", nargs="*", help="section.field=value")
     args = ap.parse_args(argv)
-    from pipeline.config import load_config
-
     try:
         if args.gpus < 1 or args.gpu_memory_gib <= 0:
             raise UserError("--gpus must be >= 1 and --gpu-memory-gib > 0")

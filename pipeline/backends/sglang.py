@@ -42,13 +42,13 @@ from pipeline.backends import Completion, GenerationRequest, SamplingParams
 from pipeline.backends import placement as P
 from pipeline.backends.sglang_protocol import (CPU_ENGINE_DEFAULTS, check_ok, engine_seed, generate_in_order,
                                                merge_engine_args, model_overrides, push_weights)
+from pipeline.errors import ConfigError
+from pipeline.imports import check_available, require
 
 log = logging.getLogger(__name__)
 
 
 def _import_sglang(device: str) -> Any:
-    from pipeline.imports import require
-
     if device == "cpu":
         os.environ.setdefault("SGLANG_USE_CPU_ENGINE", "1")  # read when sglang is imported
     return require("sglang", "generate.backend: sglang")
@@ -57,8 +57,6 @@ def _import_sglang(device: str) -> Any:
 def installed_version() -> str:
     """`sglang-<version>` of the installed package, without importing it."""
     from importlib.metadata import version
-
-    from pipeline.imports import check_available
 
     check_available("sglang")
     return f"sglang-{version('sglang')}"
@@ -74,8 +72,6 @@ def default_engine_args() -> dict[str, Any]:
 def merge_overrides(user: Any, ours: dict[str, Any]) -> str:
     """`json_model_override_args`: the user's (a JSON string or a mapping) plus the policy's config patch;
     a user value that contradicts the patch is an error naming the field."""
-    from pipeline.errors import ConfigError
-
     theirs = json.loads(user) if isinstance(user, str) else dict(user or {})
     for key, value in ours.items():
         if key in theirs and theirs[key] != value:

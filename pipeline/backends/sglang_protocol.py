@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from pipeline.backends import Completion, GenerationRequest, SamplingParams
 from pipeline.backends.weights import buckets, full_tensors
+from pipeline.errors import ConfigError
 from pipeline.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,6 @@ def version_string(info: dict[str, Any]) -> str:
 def merge_engine_args(defaults: dict[str, Any], user: dict[str, Any], forced: dict[str, Any]) -> dict[str, Any]:
     """defaults < user engine_args < what the adapter needs (token-id I/O); a user value that contradicts a
     forced one is an error naming the field."""
-    from pipeline.errors import ConfigError
-
     for key, value in forced.items():
         if key in user and user[key] != value:
             raise ConfigError(f"generate.engine_args.{key}={user[key]!r} cannot be used: the SGLang backend needs "

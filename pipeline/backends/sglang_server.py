@@ -42,8 +42,8 @@ from typing import Any
 import torch
 
 from pipeline.backends import Completion, GenerationRequest, SamplingParams
-from pipeline.backends.sglang_protocol import (check_ok, generate_in_order, overrides_missing, push_weights,
-                                               version_string)
+from pipeline.backends.sglang_protocol import (check_ok, generate_in_order, model_overrides, overrides_missing,
+                                               push_weights, version_string)
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,6 @@ class SGLangServerBackend:
 
     @classmethod
     def from_config(cls, cfg: Any, *, model_path: str, seed: int, model_cfg: Any = None) -> "SGLangServerBackend":
-        from pipeline.backends.sglang_protocol import model_overrides
-
         sync = "disk" if cfg.weight_sync == "auto" else cfg.weight_sync
         overrides = model_overrides(model_cfg.rope_theta, model_cfg.max_position_embeddings) if model_cfg else {}
         return cls(cfg.server_urls, router_url=cfg.router_url, weight_sync=sync,
