@@ -29,7 +29,8 @@ from pipeline.distributed import engine_weights, release_cached_memory
 from pipeline.graph import StageSpec
 from pipeline.seeding import derive_seed
 
-STAGE_VERSION = 2  # 2: whole-demonstration rows (is_demo) pass through ungenerated
+STAGE_VERSION = 3  # 2: whole-demonstration rows (is_demo) pass through ungenerated; 3: prefixes prefilled, the
+# shared prompt read once per group, stop ids from generation_config and the template, group-whole shards
 REQUIRES = (S.PROMPT_IDS, S.PREFIX_IDS, S.IS_DEMO)
 PRODUCES = (S.COMPLETION_IDS, S.COMPLETION_LOGPROBS, S.FINISH_REASON)
 

@@ -21,7 +21,7 @@ from pipeline.config import RewardConfig
 from pipeline.luffy_reward import luffy_v3_reward
 from pipeline.rewards import math_verify_reward
 
-STAGE_VERSION = 1  # 1: last \boxed{} after </think>, math-verify
+STAGE_VERSION = 2  # 1: last \boxed{} after </think>, math-verify; 2: answer screen by magnitude, reward.kind
 REQUIRES = (S.PREFIX_IDS, S.COMPLETION_IDS, S.ANSWER)
 PRODUCES = (S.RESPONSE_TEXT, S.EXTRACTED_ANSWER, S.REWARD, S.REWARD_STATUS)
 

@@ -42,7 +42,8 @@ from pipeline.seeding import derive_seed
 from stages.update_loss import (UpdateContext, old_logprobs, optimise, reset_optimizer, separate_old_pass,
                                 step_scope_gate)
 
-STAGE_VERSION = 2  # 2: prefix_loss pg/shaped/nll, unclipped continuation option, SFT phase, hint tokens
+STAGE_VERSION = 3  # 2: prefix_loss pg/shaped/nll, unclipped continuation option, SFT phase, hint tokens;
+# 3: fused AdamW in one process, objective.entropy_norm
 REQUIRES = (S.STEP, S.GROUP_ID, S.SLOT, S.IS_HYBRID, S.HINT_LEN, S.PROMPT_IDS, S.PREFIX_IDS, S.COMPLETION_IDS,
             S.REWARD)
 SFT_REQUIRES = (S.STEP, S.GROUP_ID, S.SLOT, S.IS_HYBRID, S.HINT_LEN, S.PROMPT_IDS, S.PREFIX_IDS)
