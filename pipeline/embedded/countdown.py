@@ -32,6 +32,8 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
+from pipeline.embedded.task import draw_distinct
+
 TEST_FRACTION = 0.2
 TEST_SEED = 20251202
 MAX_TARGET = 99
@@ -261,25 +263,15 @@ def sample_problem(rng: random.Random, level: int) -> Problem | None:
     return Problem(level, tuple(numbers), pool[0])
 
 
-def _draw(rng: random.Random, level: int, count: int, want_test: bool, exclude: set[str] = frozenset()) -> list[Problem]:
-    seen: set[str] = set()
-    out = []
-    for _ in range(count * _MAX_ATTEMPT_FACTOR):
-        if len(out) == count:
-            break
-        p = sample_problem(rng, level)
-        if p is None or p.text in seen or p.text in exclude or in_test_partition(p.text) != want_test:
-            continue
-        seen.add(p.text)
-        out.append(p)
-    return out
+_SPLIT = {"sample": sample_problem, "in_test": in_test_partition, "attempts": _MAX_ATTEMPT_FACTOR}
 
 
 def train_split(levels: list[int], per_level: int, seed: int) -> list[Problem]:
     """Distinct training problems from the train partition, `per_level` per level when that many exist."""
     out = []
     for level in levels:
-        out += _draw(random.Random(f"countdown-train-{seed}-{level}"), level, per_level, want_test=False)
+        out += draw_distinct(random.Random(f"countdown-train-{seed}-{level}"), level, per_level, want_test=False,
+                            **_SPLIT)
     return out
 
 
@@ -287,7 +279,8 @@ def test_split(levels: list[int], per_level: int = 100) -> list[Problem]:
     """The fixed held-out split: distinct problems from the test partition."""
     out = []
     for level in levels:
-        out += _draw(random.Random(f"countdown-test-{TEST_SEED}-{level}"), level, per_level, want_test=True)
+        out += draw_distinct(random.Random(f"countdown-test-{TEST_SEED}-{level}"), level, per_level, want_test=True,
+                            **_SPLIT)
     return out
 
 
@@ -296,8 +289,8 @@ def validation_split(levels: list[int], per_level: int = 40) -> list[Problem]:
     held = {p.text for p in test_split(levels)}
     out = []
     for level in levels:
-        out += _draw(random.Random(f"countdown-val-{TEST_SEED}-{level}"), level, per_level, want_test=True,
-                     exclude=held)
+        out += draw_distinct(random.Random(f"countdown-val-{TEST_SEED}-{level}"), level, per_level, want_test=True,
+                            **_SPLIT, exclude=held)
     return out
 
 

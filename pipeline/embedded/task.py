@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 TEST_FRACTION = 0.2
 TEST_SEED = 20250701  # held-out split is fixed, independent of any run seed
@@ -76,14 +78,21 @@ def sample_problem(rng: random.Random, level: int) -> Problem:
     return Problem(level, tuple(operands), tuple(ops))
 
 
-def _draw(rng: random.Random, level: int, count: int, want_test: bool) -> list[Problem]:
+def draw_distinct(rng: random.Random, level: int, count: int, want_test: bool, *, sample: Any = None,
+                  in_test: Any = None, attempts: int = _MAX_ATTEMPT_FACTOR,
+                  exclude: Collection[str] = frozenset()) -> list:
+    """Up to `count` distinct problems of `level` from one partition (`in_test(text) == want_test`), drawn
+    with `sample(rng, level)` in at most count * attempts tries, skipping texts in `exclude`. This task's
+    sampler and partition by default; Countdown passes its own (its sampler may return None for a dead end).
+    Shared by both embedded tasks, so their splits are built one way."""
+    sample, in_test = sample or sample_problem, in_test or in_test_partition
     seen: set[str] = set()
     out = []
-    for _ in range(count * _MAX_ATTEMPT_FACTOR):
+    for _ in range(count * attempts):
         if len(out) == count:
             break
-        p = sample_problem(rng, level)
-        if p.text in seen or in_test_partition(p.text) != want_test:
+        p = sample(rng, level)
+        if p is None or p.text in seen or p.text in exclude or in_test(p.text) != want_test:
             continue
         seen.add(p.text)
         out.append(p)
@@ -94,7 +103,7 @@ def train_split(levels: list[int], per_level: int, seed: int) -> list[Problem]:
     """Distinct training problems from the train partition, `per_level` per level when that many exist."""
     out = []
     for level in levels:
-        out += _draw(random.Random(f"train-{seed}-{level}"), level, per_level, want_test=False)
+        out += draw_distinct(random.Random(f"train-{seed}-{level}"), level, per_level, want_test=False)
     return out
 
 
@@ -102,7 +111,7 @@ def test_split(levels: list[int], per_level: int = 100) -> list[Problem]:
     """The fixed held-out split: distinct problems from the test partition."""
     out = []
     for level in levels:
-        out += _draw(random.Random(f"test-{TEST_SEED}-{level}"), level, per_level, want_test=True)
+        out += draw_distinct(random.Random(f"test-{TEST_SEED}-{level}"), level, per_level, want_test=True)
     return out
 
 
