@@ -225,10 +225,10 @@ def check_keys(model: Any, names: Any, source: str) -> None:
 def release_cached_memory() -> None:
     """Hand the CUDA caching allocator's free blocks back to the device before a colocated engine
     re-takes its memory (no-op on CPU)."""
-    import gc
-
-    gc.collect()
     if torch.cuda.is_available():
+        import gc
+
+        gc.collect()  # a full collection costs ~0.25 s per step even with nothing to free; CUDA only
         torch.cuda.empty_cache()
 
 

@@ -43,16 +43,10 @@ def make_run(name: str, args, out: Path):
     run = Run(cfg, out / name, make_accelerator(cfg))
     torch.set_num_threads(args.threads)
     run.prepare_output_dir()
-    run.run_curate()
+    run.run_stage("curate")
+    run.load_policy(0, with_optimizer=True)
     if name == "prefix_rft_decoded":
-        build = run.backend
-
-        def backend():
-            b = build()
-            b.prefill_prefixes = False
-            return b
-
-        run.backend = backend
+        run.backend().prefill_prefixes = False  # built once per run; this run keeps the token-by-token path
     return run
 
 
@@ -61,7 +55,7 @@ def step(run, k: int) -> dict:
     t0 = time.perf_counter()
     for stage in STAGES:
         t = time.perf_counter()
-        rec = getattr(run, f"run_{stage}")(k, **({"require_checkpoint": True} if stage == "update" else {}))
+        rec = run.run_stage(stage, k, strict=True)  # as pipeline.run.train steps (update writes its checkpoint)
         times[stage] = time.perf_counter() - t
         if stage == "generate":
             tokens = int(rec.meta["stats"]["completion_tokens"])

@@ -284,3 +284,20 @@ def test_shared_prompt_rollouts_match_per_row_prompts():
     _assert_same_samples(model, reqs, shared, per_row)
     for r, o in zip(reqs, shared):
         assert torch.allclose(torch.tensor(o.logprobs), torch.tensor(_reference_logprobs(model, r, o)), atol=1e-5)
+
+
+def test_finished_rows_and_positions_nobody_attends_to_leave_the_cache():
+    # the hybrid row (30-token prefix, budget 1) finishes at the first step; the row without a prefix then
+    # decodes alone, and the 30 prefix positions in front of it, masked for it, are dropped with the row
+    # (the prompt is kept once per group: the masks below cover the rows' own positions)
+    backend = _backend()
+    calls = []
+    forward = backend._forward
+    backend._forward = lambda ids, mask, *a: calls.append((tuple(ids.shape), mask.shape[1])) or forward(ids, mask, *a)
+    reqs = [GenerationRequest([5, 6, 7], [], 4, seed=0), GenerationRequest([5, 6, 7], list(range(10, 40)), 1, seed=1)]
+    outs = backend.generate(reqs, SamplingParams(1.0))
+    assert [len(o.token_ids) for o in outs] == [4, 1]
+    assert calls == [((1, 3), 3), ((1, 30), 30), ((1, 1), 2), ((1, 1), 3), ((1, 1), 4)]
+    alone = backend.generate(reqs[:1], SamplingParams(1.0))[0]
+    assert alone.token_ids == outs[0].token_ids
+    assert torch.allclose(torch.tensor(alone.logprobs), torch.tensor(outs[0].logprobs), atol=1e-6)

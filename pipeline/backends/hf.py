@@ -106,8 +106,21 @@ def _preallocated_layer_class() -> type:
             return self.length if self.is_initialized else 0
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.is_initialized:
+            if self.is_initialized:  # may repeat rows (a prompt's cache for each of its samples)
                 self._k, self._v = self._k[indices], self._v[indices]
+                self._view()
+
+        def compact(self, rows: torch.Tensor, drop: int) -> None:
+            """Keep `rows` (moved to the front of the buffers) and drop the first `drop` filled positions,
+            which the caller knows are masked for every kept row. Copies the filled part only, in place:
+            re-indexing the whole [B, H, capacity, D] buffer each time a row finished was a third of a
+            Prefix-RFT rollout's time (docs/performance.md)."""
+            if self.is_initialized:
+                m, end = len(rows), self.length
+                for buf in (self._k, self._v):
+                    buf[:m, :, :end - drop] = buf[rows, :, drop:end]  # the right side is a copy: no overlap
+                self._k, self._v = self._k[:m], self._v[:m]
+                self.length = end - drop
                 self._view()
 
         def take_rows(self, rows: torch.Tensor, capacity: int) -> "PreallocatedLayer":
@@ -157,6 +170,12 @@ def _preallocated_cache(config: Any, capacity: int) -> Any:
     layer = _preallocated_layer_class()
     cache.layers = [layer(capacity) if type(layer_) is DynamicLayer else layer_ for layer_ in cache.layers]
     return cache
+
+
+def _leading_masked(mask: torch.Tensor) -> int:
+    """Leading positions of `mask` [R, T] that are masked in every row (at least one column is kept; 0 for an empty mask)."""
+    seen = mask.bool().any(0).long().cumsum(0)  # [T]
+    return max(0, min(int((seen == 0).sum()), mask.shape[1] - 1))
 
 
 def _spliceable(cache: Any) -> bool:
@@ -327,6 +346,8 @@ class TransformersBackend:
         length = torch.zeros(n, dtype=torch.long, device=dev)
         stopped = torch.zeros(n, dtype=torch.bool, device=dev)
         active = torch.arange(n, device=dev)  # original row of each batch row
+        spliced = _spliceable(cache)
+        live = torch.ones(n, dtype=torch.bool, device=dev)  # [A]: finished rows stay until the next compaction
         for s in range(steps):
             is_forced = s < flen[active]  # [A]
             gen_index = (s - flen[active]).clamp_min(0)
@@ -336,18 +357,27 @@ class TransformersBackend:
                 logits[early[:, None], stop_ids[None, :]] = float("-inf")  # as transformers' min_new_tokens
             tok, lp = sample_from_logits(logits, sampling, u)
             tok = torch.where(is_forced, forced[active, min(s, forced.shape[1] - 1)], tok)
-            emitted[active, s] = tok
-            logps[active, s] = lp
-            length[active] = s + 1
-            stop = ~is_forced & torch.isin(tok, stop_ids)
+            rows = active[live]
+            emitted[rows, s] = tok[live]
+            logps[rows, s] = lp[live]
+            length[rows] = s + 1
+            stop = live & ~is_forced & torch.isin(tok, stop_ids)
             stopped[active] |= stop
-            done = stop | (s + 1 >= total[active])
-            if bool(done.all()):
+            live &= ~(stop | (s + 1 >= total[active]))
+            if not bool(live.any()):
                 break
-            if bool(done.any()):
-                keep = (~done).nonzero().squeeze(-1)
-                cache.batch_select_indices(keep)
-                active, mask, next_pos, tok = active[keep], mask[keep], next_pos[keep], tok[keep]
+            dead = len(live) - int(live.sum())
+            if dead and dead * 8 >= len(live):  # compact in batches: each compaction copies the whole cache
+                keep = live.nonzero().squeeze(-1)
+                mask = mask[keep]
+                drop = _leading_masked(mask) if spliced else 0
+                if spliced:  # finished rows leave; so do positions no remaining row attends to (e.g. the
+                    for layer in cache.layers:  # prefix width W in front of rows that have no prefix)
+                        layer.compact(keep, drop)
+                    mask = mask[:, drop:]
+                else:
+                    cache.batch_select_indices(keep)
+                active, next_pos, tok, live = active[keep], next_pos[keep], tok[keep], live[keep]
                 shared = None if shared is None else shared.select(keep)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
             logits, cache = self._forward(tok[:, None], mask, next_pos[:, None], cache, shared)
