@@ -28,7 +28,7 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from evaluation.suites import EvalItem, Suite, resolve_suites
 from pipeline import cache
 from pipeline.backends import GenerationRequest, RolloutBackend, SamplingParams
 from pipeline.backends.hf import TransformersBackend
-from pipeline.config import EvalConfig, ModelConfig, build_section
+from pipeline.config import EvalConfig, ModelConfig, apply_overrides, build_section, fingerprint_view
 from pipeline.embedded import countdown
 from pipeline.errors import UserError
 from pipeline.logs import setup_logging
@@ -226,14 +226,15 @@ def evaluate(backend: RolloutBackend | None, tokenizer: Any, suites: list[Suite]
     summaries = {}
     for suite in suites:
         folder = output_dir / suite.name
-        fp = cache.fingerprint("eval", EVAL_VERSION, policy_fp, cache.fingerprint(vars(cfg)), suite.name, data_dir)
+        fp = cache.fingerprint("eval", EVAL_VERSION, policy_fp, cache.fingerprint(fingerprint_view("eval", cfg)),
+                               suite.name, data_dir)
         if cache.is_complete(folder, fp, f"evaluation {suite.name}"):
             summaries[suite.name] = cache.read_stage(folder).meta["summary"]
             continue
         chunks = output_dir / f".{suite.name}.chunks"
         ds, summary = evaluate_suite(backend, tokenizer, suite, cfg, stop_ids=stop_ids, data_dir=data_dir,
                                      chunk_dir=chunks, fp=fp, control=control)
-        cache.write_stage(folder, fp, ds, {"stage": "eval", "label": label, "summary": summary, "config": vars(cfg)})
+        cache.write_stage(folder, fp, ds, {"stage": "eval", "label": label, "summary": summary, "config": asdict(cfg)})
         shutil.rmtree(chunks, ignore_errors=True)
         summaries[suite.name] = summary
         log.info("eval %s %s: %s %.4f ± %.4f (%d problems x %d)", label, suite.name, summary["metric"],
@@ -275,14 +276,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _eval_config(overrides: list[str]) -> EvalConfig:
-    import yaml
-
-    raw = {}
     for item in overrides:
         key, _, value = item.partition("=")
         if not key.startswith("eval.") or not _:
             raise UserError(f"override {item!r} must look like eval.field=value")
-        raw[key[5:]] = yaml.safe_load(value)
+    raw = apply_overrides({}, overrides).get("eval", {})
     return build_section(EvalConfig, raw, "eval", "command line")
 
 
@@ -317,9 +315,9 @@ def _evaluate_one(model: str, args: argparse.Namespace, cfg: EvalConfig, suites:
 
 
 def validation_config(cfg: EvalConfig) -> EvalConfig:
-    """The small slice evaluated every `eval.validation_every` training steps: `validation_problems`
+    """The small slice evaluated every `eval.validation.every` training steps: `eval.validation.problems`
     evenly spaced problems per suite, `samples_per_problem` samples (1 when it is the protocol default)."""
-    return replace(cfg, max_problems=cfg.validation_problems, samples_per_problem=cfg.samples_per_problem or 1)
+    return replace(cfg, max_problems=cfg.validation.problems, samples_per_problem=cfg.samples_per_problem or 1)
 
 
 if __name__ == "__main__":

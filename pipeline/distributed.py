@@ -204,7 +204,7 @@ def engine_weights(gen_cfg: Any, model: Any, accelerator: Any) -> Any:
     rank builds a second full copy of the model."""
     if gen_cfg.backend == "transformers":
         return rollout_model(model, accelerator)
-    name = str(gen_cfg.engine_args.get("dtype", {"fp32": "float32", "bf16": "bfloat16"}[gen_cfg.precision]))
+    name = str(gen_cfg.sglang.engine_args.get("dtype", {"fp32": "float32", "bf16": "bfloat16"}[gen_cfg.precision]))
     setattr(model, ENGINE_DTYPE_ATTR, ENGINE_DTYPES.get(name))  # "auto": pushed as trained
     return model
 

@@ -10,7 +10,7 @@ published shapes in `KNOWN_SHAPES` for hub ids, so no download is needed). Two p
            two decoder layers in flight (one computing, one prefetched); activations of one micro-batch.
   generate (the trainer keeps its shards; gradients are freed by zero_grad): parameter and optimizer
            shards, plus the rollout engine: SGLang (one engine per GPU, tp_size 1) takes
-           `generate.mem_fraction_static` of the GPU for its weights (engine dtype) and KV cache; the
+           `generate.sglang.mem_fraction_static` of the GPU for its weights (engine dtype) and KV cache; the
            transformers backend holds a gathered copy of the model (checkpoint dtype) and a KV cache for
            min(generate.batch_size, rows per rank) sequences of prompt + response tokens.
 
@@ -124,12 +124,13 @@ def plan(cfg: Any, gpus: int, gpu_memory_gib: float) -> dict[str, Any]:
         kv = seqs * tokens * 2 * s.layers * s.kv_dim * (s.dtype_bytes if G > 1 else 4)
         engine_knob = "generate.batch_size"
     else:
-        fraction = float(cfg.generate.engine_args.get("mem_fraction_static", cfg.generate.mem_fraction_static))
-        engine_bytes = BYTES.get(str(cfg.generate.engine_args.get("dtype", "")), 2 if cfg.generate.precision == "bf16" else 4)
-        tp = int(cfg.generate.engine_args.get("tp_size", 1))
+        sg = cfg.generate.sglang
+        fraction = float(sg.engine_args.get("mem_fraction_static", sg.mem_fraction_static))
+        engine_bytes = BYTES.get(str(sg.engine_args.get("dtype", "")), 2 if cfg.generate.precision == "bf16" else 4)
+        tp = int(sg.engine_args.get("tp_size", 1))
         engine_weights = P * engine_bytes / tp
         kv = fraction * gpu_memory_gib * GIB - engine_weights
-        engine_knob = "generate.mem_fraction_static"
+        engine_knob = "generate.sglang.mem_fraction_static"
     terms["engine weights"] = engine_weights
     terms["engine KV cache"] = kv
     terms["reserve (CUDA context, fragmentation)"] = RESERVE_GIB * GIB
@@ -149,14 +150,14 @@ def _knob(terms: dict[str, float], update_phase: float, generate_phase: float, l
           engine_knob: str) -> str:
     shards = sum(v for k, v in terms.items() if "shards" in k)
     if kv <= 0:
-        return "generate.mem_fraction_static (raise it: the engine's weights leave no room for a KV cache)"
+        return "generate.sglang.mem_fraction_static (raise it: the engine's weights leave no room for a KV cache)"
     if update_phase > limit:
         if terms["activations"] + terms["log-prob chunks (3 fp32 chunk x vocab)"] >= shards:
             return "update.micro_batch_tokens (lower it; or enable update.gradient_checkpointing)"
         return "--num_processes (more GPUs: the fp32 shards of parameters, gradients and optimizer are too large)"
     if engine_knob == "generate.batch_size":
         return "generate.batch_size (lower it: the rollout KV cache is too large)"
-    return "generate.mem_fraction_static (lower it)"
+    return "generate.sglang.mem_fraction_static (lower it)"
 
 
 def format_plan(p: dict[str, Any]) -> str:

@@ -65,5 +65,5 @@ def check_logprob_mismatch(stats: dict[str, float], cfg: Any, step: int) -> None
         raise UserError(f"step {step}: the rollout engine ({cfg.backend}) and the trainer disagree on the step's "
                         f"own tokens: mean |log-prob delta| {mean:.4f} nats (max {peak:.4f}) exceeds "
                         f"generate.max_logprob_mismatch={limit}. The engine is likely serving other weights "
-                        "(a failed weight sync), another dtype or another temperature; check generate.engine_args "
-                        "and the weight sync, or raise the limit (0 disables the stop)")
+                        "(a failed weight sync), another dtype or another temperature; check "
+                        "generate.sglang.engine_args and the weight sync, or raise the limit (0 disables the stop)")

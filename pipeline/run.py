@@ -40,7 +40,7 @@ from pipeline import schema as S
 from pipeline.backends import make_backend
 from pipeline.backends.hf import TransformersBackend
 from pipeline.checkpoint import checkpoint_dir, load_training_state, training_state_dir
-from pipeline.config import Config, dump_yaml, to_dict
+from pipeline.config import Config, dump_yaml, migrate, to_dict
 from pipeline.dist_eval import evaluate_on_all_ranks, full_loading
 from pipeline.distributed import engine_weights, is_sharded, prepare_policy
 from pipeline.distributed import make_accelerator as build_accelerator
@@ -132,13 +132,14 @@ class Run:
     # ---------------------------------------------------------------- the output directory
 
     def prepare_output_dir(self) -> None:
-        """Write config.yaml, or check that the one there is this config (main process)."""
+        """Write config.yaml, or check that the one there is this config (main process; one written before
+        keys were renamed is compared under the new names)."""
         path = self.out / "config.yaml"
         if self.acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             mine = dump_yaml(self.cfg)
             if path.is_file():
-                theirs = yaml.safe_load(path.read_text())
+                theirs = migrate(yaml.safe_load(path.read_text()), str(path))
                 if theirs != to_dict(self.cfg):
                     diff = _diff(theirs, to_dict(self.cfg))
                     raise UserError(f"{self.out} holds a run with another config ({diff}); pass a new "
@@ -282,7 +283,7 @@ class Run:
                     row[f"seconds_stage_{stage}"] = st.get("seconds")
                     row.update({k: st[k] for k in ("rollout_tokens", "rollout_flops") if k in st})
                 val = self.out / "eval" / "validation" / f"step-{step:06d}" / "summary.json"
-                if self.cfg.eval.validation_every and val.is_file():
+                if self.cfg.eval.validation.every and val.is_file():
                     row.update(validation_metrics(json.loads(val.read_text())["suites"]))
                 self._metric_rows[step] = json.dumps(row, sort_keys=True)
         lines = [self._metric_rows[s] for s in range(1, last_step + 1)]
@@ -292,13 +293,20 @@ class Run:
 
 
 def _diff(old: dict, new: dict) -> str:
-    changed = []
-    for section in sorted(set(old) | set(new)):
-        a, b = old.get(section) or {}, new.get(section) or {}
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                changed.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    changed = _changes(old, new, "")
     return "; ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+
+
+def _changes(old: dict, new: dict, prefix: str) -> list[str]:
+    """`key: old -> new` for every field that differs; sections and nested groups (data.toy, ...) field by field."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
 
 
 def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, dict[str, Any]]:
@@ -320,7 +328,7 @@ def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, di
 
     def main(backend: Any) -> dict[str, dict[str, Any]]:
         out.mkdir(parents=True, exist_ok=True)
-        names = run.cfg.eval.validation_suites if validation and run.cfg.eval.validation_suites else run.cfg.eval.suites
+        names = run.cfg.eval.validation.suites if validation and run.cfg.eval.validation.suites else run.cfg.eval.suites
         return evaluate(backend, run.tokenizer, resolve_suites(names), eval_cfg, out,
                         stop_ids=stop_token_ids(run.tokenizer, backend.model), policy_fp=run.policy_fp(step),
                         data_dir=eval_cfg.data_dir,
@@ -352,7 +360,7 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
             bar.set_postfix_str(stage)
             record = run.run_stage(stage, step, strict=True)
         stats = record.meta["stats"]
-        if cfg.eval.validation_every and step % cfg.eval.validation_every == 0 and cfg.eval.suites:
+        if cfg.eval.validation.every and step % cfg.eval.validation.every == 0 and cfg.eval.suites:
             bar.set_postfix_str("validation")
             stats = {**stats, **validation_metrics(evaluate_step(run, step, validation=True))}
         run.write_metrics(step)
@@ -380,8 +388,8 @@ def _start_evaluations(run: Run, start: int) -> dict[str, dict[str, Any]]:
     """The base model's evaluation (returned) and the validation points a fresh or resumed run needs."""
     ev = run.cfg.eval
     base_eval = evaluate_step(run, 0) if ev.at_start and ev.suites else {}
-    if ev.validation_every and ev.at_start and ev.suites:
+    if ev.validation.every and ev.at_start and ev.suites:
         evaluate_step(run, 0, validation=True)  # step 0 of the validation curve
-    if ev.validation_every and start and start % ev.validation_every == 0 and ev.suites:
+    if ev.validation.every and start and start % ev.validation.every == 0 and ev.suites:
         evaluate_step(run, start, validation=True)  # cached; a crash may have come between an update and this
     return base_eval

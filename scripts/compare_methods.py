@@ -51,7 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipeline.config import ConfigError, apply_overrides, config_from_dict, read_recipe, resolve_recipe_path  # noqa: E402
+from pipeline.config import (ConfigError, apply_overrides, config_from_dict, migrate, read_recipe,  # noqa: E402
+                             resolve_recipe_path)
 from pipeline.errors import UserError  # noqa: E402
 
 
@@ -95,10 +96,10 @@ TASKS = {"toy": Task("toy", "compare_toy", "toy", "toy_val"),
 LRS = (3e-5, 1e-4, 3e-4)
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"rl_steps": 6, "seeds": (0,), "lrs": (1e-4,), "eval": ("eval.samples_per_problem=1",),
-              "validation_problems": 60},
+              "val_problems": 60},
     # default: sized to fit ~90 min on an idle 2-core machine for both tasks (an estimate; docs/results.md)
-    "default": {"rl_steps": 10, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "validation_problems": 100},
-    "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "validation_problems": 100000},
+    "default": {"rl_steps": 10, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "val_problems": 100},
+    "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "val_problems": 100000},
 }
 VALIDATION_POINTS = 5
 SFT_VALIDATION_POINTS = 10
@@ -106,18 +107,24 @@ RL_FORWARDS, SFT_FORWARDS = 4.0, 3.0  # RL: generation (1) + update (3); SFT: up
 
 
 def _own_settings(recipe: str) -> dict[str, Any]:
-    """The settings a recipe file states itself (not the ones it inherits)."""
+    """The settings a recipe file states itself (not the ones it inherits), old key names renamed."""
     import yaml
 
-    raw = yaml.safe_load(resolve_recipe_path(recipe).read_text()) or {}
+    path = resolve_recipe_path(recipe)
+    raw = migrate(yaml.safe_load(path.read_text()) or {}, str(path))
     raw.pop("inherit", None)
     return raw
 
 
 def _lay_over(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for section, values in top.items():
-        out[section] = {**(out.get(section) or {}), **(values or {})}
+    """`top` over `base`, mappings merged key by key (sections, and groups such as update.lora or data.toy);
+    an empty (null) mapping in `top` leaves `base`'s as it is."""
+    out = {k: _lay_over(v, {}) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in top.items():
+        if isinstance(out.get(key), dict) and (value is None or isinstance(value, dict)):
+            out[key] = _lay_over(out[key], value or {})
+        else:
+            out[key] = value
     return out
 
 
@@ -132,7 +139,7 @@ def sft_steps_for(shared: dict[str, Any], rl_steps: int) -> int:
 
 def method_config(method: Method, base: str, seed: int, overrides: list[str], *, lr: float,
                   rl_steps: int, val_suite: str, sft_checkpoint: str | None = None,
-                  validation_problems: int = 100000) -> dict[str, Any]:
+                  val_problems: int = 100000) -> dict[str, Any]:
     """The raw recipe of one run: the base recipe (+ user overrides: the shared budget), the method's own
     settings, seed, learning rate, step count, validation and checkpoint cadence. Raises ConfigError when the
     result is invalid."""
@@ -150,8 +157,8 @@ def method_config(method: Method, base: str, seed: int, overrides: list[str], *,
     every = max(1, steps // (SFT_VALIDATION_POINTS if sft else VALIDATION_POINTS))
     extra = [f"train.total_steps={steps}", f"train.seed={seed}", f"train.save_every={every}",
              f"{'sft' if sft else 'update'}.lr={lr:.6e}",  # YAML reads 3e-05 as a string, 3.000000e-05 as a float
-             f"eval.validation_every={every}",
-             f"eval.validation_suites=[{val_suite}]", f"eval.validation_problems={validation_problems}",
+             f"eval.validation.every={every}",
+             f"eval.validation.suites=[{val_suite}]", f"eval.validation.problems={val_problems}",
              "eval.at_start=false", "eval.at_end=false"]
     if sft:
         extra.append(f"sft.warmup_steps={max(1, steps // 20)}")
@@ -346,7 +353,7 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
         "on seed 0 (sft.lr for SFT, update.lr for the RL phase); other seeds use the chosen value",
         f"- checkpoints: validation every {max(1, p['rl_steps'] // VALIDATION_POINTS)} RL steps / "
         f"{max(1, sft_steps // SFT_VALIDATION_POINTS)} SFT steps on the validation suite (up to "
-        f"{p['validation_problems']} problems); the best validated "
+        f"{p['val_problems']} problems); the best validated "
         "checkpoint of every run is evaluated on the held-out suite (never used for a choice)",
         f"- shared overrides: {' '.join(overrides) or '(none)'}",
     ])
@@ -378,7 +385,7 @@ class Comparison:
             sft_ckpt = str(self.sft_selected[seed][0])
         raw = method_config(m, self.task.recipe, seed, self.overrides, lr=lr, rl_steps=self.p["rl_steps"],
                             val_suite=self.task.val_suite, sft_checkpoint=sft_ckpt,
-                            validation_problems=self.p["validation_problems"])
+                            val_problems=self.p["val_problems"])
         import yaml
 
         path = self.out / "configs" / f"{m.name}-lr{lr:g}-seed{seed}.yaml"

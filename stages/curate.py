@@ -11,7 +11,6 @@ an empty demonstration or over the token limits of the policy tokenizer.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import random
@@ -26,7 +25,7 @@ from datasets import Dataset
 
 from pipeline import cache
 from pipeline import schema as S
-from pipeline.config import DataConfig, load_config
+from pipeline.config import DataConfig, fingerprint_view, load_config
 from pipeline.errors import UserError
 from pipeline.graph import StageSpec, no_inputs
 from pipeline.logs import setup_logging
@@ -54,7 +53,7 @@ def load_source(cfg: DataConfig, report: dict[str, Any] | None = None) -> Datase
     from pipeline.embedded import countdown, task
 
     mod = countdown if cfg.source == "countdown" else task
-    problems = mod.train_split(cfg.toy_levels, cfg.toy_problems_per_level, cfg.toy_seed)
+    problems = mod.train_split(cfg.toy.levels, cfg.toy.problems_per_level, cfg.toy.seed)
     return S.make_dataset({
         S.ID: [mod.problem_id(p) for p in problems],
         S.SOURCE: [cfg.source] * len(problems),
@@ -73,8 +72,8 @@ def input_fingerprint(cfg: DataConfig) -> list[Any]:
     if cfg.source in ("toy", "countdown"):
         return []
     paths = [Path(s["path"]) for s in cfg.sources if s.get("path") and not s["path"].startswith("hub:")]
-    if cfg.decontaminate and cfg.eval_data_dir:
-        root = Path(cfg.eval_data_dir)
+    if cfg.decontam.suites and cfg.decontam.data_dir:
+        root = Path(cfg.decontam.data_dir)
         paths += sorted(p for d in (root, root / "eval") if d.is_dir() for p in d.iterdir() if p.is_file())
     files = [f for p in paths for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
     return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
@@ -95,15 +94,16 @@ def dedup_rows(problems: list[str]) -> list[int]:
 
 
 def eval_index(cfg: DataConfig):
-    """The n-gram index over the problems of `data.decontaminate` (loaded from `data.eval_data_dir` or the hub)."""
+    """The n-gram index over the problems of `data.decontam.suites` (loaded from `data.decontam.data_dir` or
+    the hub)."""
     from evaluation.suites import resolve_suites
     from pipeline.decontam import EvalIndex
 
-    index = EvalIndex(n=cfg.decontam_ngram, threshold=cfg.decontam_threshold)
-    for suite in resolve_suites(cfg.decontaminate):
+    index = EvalIndex(n=cfg.decontam.ngram, threshold=cfg.decontam.threshold)
+    for suite in resolve_suites(cfg.decontam.suites):
         if suite.name == "toy":
             continue
-        for item in suite.load(cfg.eval_data_dir):
+        for item in suite.load(cfg.decontam.data_dir):
             index.add(suite.name, item.id, item.question or item.problem)
     return index.finalise()
 
@@ -111,7 +111,7 @@ def eval_index(cfg: DataConfig):
 def decontaminate(rows: dict[str, list], keep: list[int], cfg: DataConfig) -> tuple[list[int], list[dict]]:
     """`keep` without the rows whose problem matches an evaluation problem, and one record per dropped
     row: training id, suite, evaluation problem id, n-gram overlap."""
-    if cfg.source in ("toy", "countdown") or not cfg.decontaminate:
+    if cfg.source in ("toy", "countdown") or not cfg.decontam.suites:
         return keep, []
     index = eval_index(cfg)
     clean, dropped = [], []
@@ -249,8 +249,9 @@ def report_table(report: dict[str, Any]) -> str:
 
 
 def config_slice(cfg: Any, step: int) -> tuple:
-    """What of the config the curated rows depend on: the data section and the source files' identity."""
-    return (dataclasses.asdict(cfg.data), input_fingerprint(cfg.data))
+    """What of the config the curated rows depend on: the data section (as hashed before `data.toy` and
+    `data.decontam` were grouped, so earlier caches stay valid) and the source files' identity."""
+    return (fingerprint_view("data", cfg.data), input_fingerprint(cfg.data))
 
 
 def compute(job: Any, step: int, inputs: dict[str, cache.StageRecord]) -> tuple[Dataset, dict[str, Any]]:

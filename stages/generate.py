@@ -14,7 +14,6 @@ completion is empty with finish_reason "demo".
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -24,7 +23,7 @@ from pipeline import accounting, cache, methods
 from pipeline import schema as S
 from pipeline.backends import Completion, GenerationRequest, RolloutBackend, SamplingParams
 from pipeline.backends.placement import generation_shard
-from pipeline.config import GenerateConfig
+from pipeline.config import GenerateConfig, fingerprint_view
 from pipeline.distributed import engine_weights, release_cached_memory
 from pipeline.graph import StageSpec
 from pipeline.seeding import derive_seed
@@ -78,7 +77,9 @@ def run(ds: Dataset, cfg: GenerateConfig, *, backend: RolloutBackend, stop_token
 
 
 def config_slice(cfg: Any, step: int) -> tuple:
-    return (dataclasses.asdict(cfg.generate), cfg.train.seed, step)
+    """The generate section (as hashed before `generate.sglang` was grouped, so earlier caches stay valid),
+    the run seed and the step."""
+    return (fingerprint_view("generate", cfg.generate), cfg.train.seed, step)
 
 
 def compute(job: Any, step: int, inputs: dict[str, cache.StageRecord]) -> tuple[Dataset | None, dict[str, Any]]:

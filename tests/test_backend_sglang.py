@@ -186,19 +186,20 @@ def test_engine_args_cannot_contradict_what_the_adapter_needs():
     args = merge_engine_args({"device": "cpu", "dtype": "float32"}, {"dtype": "bfloat16", "tp_size": 2},
                              {"skip_tokenizer_init": True})
     assert args == {"device": "cpu", "dtype": "bfloat16", "tp_size": 2, "skip_tokenizer_init": True}
-    with pytest.raises(ConfigError, match="generate.engine_args.skip_tokenizer_init"):
+    with pytest.raises(ConfigError, match="generate.sglang.engine_args.skip_tokenizer_init"):
         merge_engine_args({}, {"skip_tokenizer_init": False}, {"skip_tokenizer_init": True})
 
 
 def test_config_fields():
     from pipeline.config import load_config
 
-    cfg = load_config("quickstart", ["generate.backend=sglang", "generate.engine_args={tp_size: 2, dp_size: 1}"])
-    assert cfg.generate.engine_args == {"tp_size": 2, "dp_size": 1}
-    with pytest.raises(ConfigError, match="generate.server_urls"):
+    cfg = load_config("quickstart", ["generate.backend=sglang",
+                                     "generate.sglang.engine_args={tp_size: 2, dp_size: 1}"])
+    assert cfg.generate.sglang.engine_args == {"tp_size": 2, "dp_size": 1}
+    with pytest.raises(ConfigError, match="generate.sglang.server_urls"):
         load_config("quickstart", ["generate.backend=sglang_server"])
-    with pytest.raises(ConfigError, match="generate.weight_sync"):
-        load_config("quickstart", ["generate.backend=sglang", "generate.weight_sync=distributed"])
+    with pytest.raises(ConfigError, match="generate.sglang.weight_sync"):
+        load_config("quickstart", ["generate.backend=sglang", "generate.sglang.weight_sync=distributed"])
 
 
 def test_missing_sglang_is_one_line_naming_the_install(monkeypatch):
@@ -315,5 +316,5 @@ def test_server_backend_unreachable_is_a_clear_error():
 
     with pytest.raises(RuntimeError, match="cannot reach the SGLang server"):
         SGLangServerBackend([f"http://127.0.0.1:{free_port('127.0.0.1')}"])
-    with pytest.raises(ConfigError, match="generate.server_urls"):
+    with pytest.raises(ConfigError, match="generate.sglang.server_urls"):
         SGLangServerBackend([])

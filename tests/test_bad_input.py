@@ -41,7 +41,7 @@ OVERRIDES = [  # (override, fragment of the error)
     ("keep_ratio=0.3", "must look like section.field"),
     ("objective.keep_ratio", "must look like section.field=value"),
     ("generate.backend=magic", "generate.backend"),
-    ("data.toy_levels=3", "data.toy_levels must be a list"),
+    ("data.toy.levels=3", "data.toy.levels must be a list"),
     ("reward.grade_after_think=maybe", "reward.grade_after_think must be true or false"),
 ]
 

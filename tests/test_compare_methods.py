@@ -35,7 +35,7 @@ def test_sft_gets_the_compute_of_the_rl_budget():
     # 20 RL steps = 20 * 1024 / 96 = 213.3 -> 213 SFT steps
     c = _cfg("sft")
     assert c.sft.mode == "only" and c.train.total_steps == 213 and c.sft.lr == 1e-4 and c.update.lr == 1e-4
-    assert c.eval.validation_every == 21 and c.train.save_every == 21 and c.sft.warmup_steps == 10
+    assert c.eval.validation.every == 21 and c.train.save_every == 21 and c.sft.warmup_steps == 10
     assert _cfg("sft", lr=3e-5).sft.lr == 3e-5 and isinstance(_cfg("rft", lr=3e-5).update.lr, float)
 
 
@@ -43,9 +43,9 @@ def test_every_rl_method_gets_the_same_budget_and_validation():
     cfgs = {m.name: _cfg(m.name, lr=3e-4) for m in cm.METHODS if m.name != "sft"}
     for name, c in cfgs.items():
         assert c.train.seed == 1 and c.eval.at_start is False and c.eval.at_end is False, name
-        assert c.train.total_steps == 20 and c.update.lr == 3e-4 and c.eval.validation_every == 4, name
-        assert c.eval.validation_suites == ["toy_val"] and c.train.save_every == 4, name
-        assert c.data.toy_levels == [2, 3, 4, 5, 6] and c.prefixes.prompts_per_step == 32, name
+        assert c.train.total_steps == 20 and c.update.lr == 3e-4 and c.eval.validation.every == 4, name
+        assert c.eval.validation.suites == ["toy_val"] and c.train.save_every == 4, name
+        assert c.data.toy.levels == [2, 3, 4, 5, 6] and c.prefixes.prompts_per_step == 32, name
         assert c.generate.max_response_tokens == cfgs["prefix-rft"].generate.max_response_tokens, name
     for name in ("sft-rft", "sft-prefix-rft", "sft-luffy"):
         assert cfgs[name].model.name_or_path == "/ckpt/sft", name
@@ -96,7 +96,8 @@ def _fake_runs(monkeypatch, val=VAL):
         trained.append((run_dir.parent.name, raw["model"]["name_or_path"]))
         lr = raw["sft"]["lr"] if (raw.get("sft") or {}).get("mode") == "only" else raw["update"]["lr"]
         run_dir.mkdir(parents=True, exist_ok=True)
-        rows = [{"step": s, "phase": "rl", f"val_{raw['eval']['validation_suites'][0]}_accuracy": a, "model_flops": 1.0}
+        suite = raw["eval"]["validation"]["suites"][0]
+        rows = [{"step": s, "phase": "rl", f"val_{suite}_accuracy": a, "model_flops": 1.0}
                 for s, a in zip((4, 8), val[lr])]
         (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         (run_dir / "summary.json").write_text(json.dumps({"wall_seconds": 5.0, "compute": {"total_flops": 10.0},
@@ -114,7 +115,7 @@ def _fake_runs(monkeypatch, val=VAL):
 def test_lr_is_chosen_on_validation_and_sft_checkpoint_feeds_sft_then_x(tmp_path, monkeypatch):
     """The sweep's choice and the SFT hand-over, with training and evaluation replaced by recorded runs."""
     trained, evaluated = _fake_runs(monkeypatch)
-    preset = {"rl_steps": 20, "seeds": (0, 1), "lrs": cm.LRS, "eval": (), "validation_problems": 100000}
+    preset = {"rl_steps": 20, "seeds": (0, 1), "lrs": cm.LRS, "eval": (), "val_problems": 100000}
     comp = cm.Comparison(cm.TASKS["toy"], tmp_path, preset, [cm.BY_NAME["sft-rft"], cm.BY_NAME["sft"]], [0, 1], [],
                          False)
     agg = comp.run()

@@ -8,10 +8,10 @@ from pipeline.config import (Config, ConfigError, PrefixConfig, apply_overrides,
 
 def test_quickstart_loads_and_overrides_are_typed():
     cfg = load_config("quickstart", ["train.total_steps=7", "update.lr=1e-5", "objective.gate=bottom",
-                                     "data.toy_levels=[1,2]", "model.revision=null"])
+                                     "data.toy.levels=[1,2]", "model.revision=null"])
     assert cfg.train.total_steps == 7 and isinstance(cfg.train.total_steps, int)
     assert cfg.update.lr == 1e-5 and isinstance(cfg.update.lr, float)  # "1e-5" is a str to YAML 1.1
-    assert cfg.objective.gate == "bottom" and cfg.data.toy_levels == [1, 2] and cfg.model.revision is None
+    assert cfg.objective.gate == "bottom" and cfg.data.toy.levels == [1, 2] and cfg.model.revision is None
     assert cfg.schedule_horizon == 7
 
 
@@ -83,9 +83,10 @@ def test_validation_runs_on_direct_construction():
 def test_every_field_is_documented_once():
     import typing
 
-    from pipeline.config import SECTIONS, LoraConfig
+    from pipeline.config import (SECTIONS, DecontamConfig, LoraConfig, SGLangConfig, ToyConfig,
+                                 ValidationConfig)
 
-    for cls in [*SECTIONS.values(), LoraConfig]:
+    for cls in [*SECTIONS.values(), LoraConfig, ToyConfig, DecontamConfig, SGLangConfig, ValidationConfig]:
         docs = field_docs(cls)
         assert set(docs) == set(typing.get_type_hints(cls)), cls.__name__
     assert "`objective.keep_ratio`" in reference_markdown()

@@ -121,10 +121,10 @@ def test_countdown_tokenizer_covers_the_task():
 
 
 def test_curate_keeps_every_verified_countdown_demonstration(micro_tokenizer):
-    from pipeline.config import DataConfig
+    from pipeline.config import DataConfig, ToyConfig
     from stages import curate
 
-    cfg = DataConfig(source="countdown", toy_levels=[2, 3], toy_problems_per_level=30)
+    cfg = DataConfig(source="countdown", toy=ToyConfig(levels=[2, 3], problems_per_level=30))
     report = {}
     ds = curate.run(curate.load_source(cfg), cfg, tokenizer=micro_tokenizer, report=report)
     assert len(ds) == 60 and report["dropped_demo_mismatch"] == 0 and all(ds["demo_verified"])
@@ -152,9 +152,9 @@ def test_compare_countdown_recipe_trains_on_countdown(tmp_path, micro_path):
 
     fast = [x.strip() for x in (RECIPE_DIR / "fast-variant.txt").read_text().splitlines()
             if x.strip() and not x.startswith("#")]
-    cfg = load_config("compare_countdown", fast + ["data.toy_levels=[2]", "eval.at_start=false",
-                                                   "eval.validation_every=2", "eval.validation_suites=[countdown_val]",
-                                                   "eval.validation_problems=4", "eval.samples_per_problem=1"])
+    cfg = load_config("compare_countdown", fast + ["data.toy.levels=[2]", "eval.at_start=false",
+                                                   "eval.validation.every=2", "eval.validation.suites=[countdown_val]",
+                                                   "eval.validation.problems=4", "eval.samples_per_problem=1"])
     assert cfg.data.source == "countdown" and cfg.eval.suites == ["countdown"]
     out = tmp_path / "cd"
     summary = train(cfg, out)

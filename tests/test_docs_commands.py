@@ -1,10 +1,12 @@
 """Every command line the documentation shows (`python -m ...`, `prefix-rft ...`, `accelerate launch ... -m
 ...`, in README.md, docs/, recipe headers and module docstrings) parses with the CLI it names, and its
 recipe and overrides load: the documented commands run as written up to the point where they would start
-working. Synopses with placeholders (`<recipe>`, `[--force]`, `...`) and shell variables (`$proto`) are skipped."""
+working, with no renamed config key. Synopses with placeholders (`<recipe>`, `[--force]`, `...`) and shell
+variables (`$proto`) are skipped."""
 
 import argparse
 import ast
+import logging
 import re
 import shlex
 from pathlib import Path
@@ -94,7 +96,14 @@ def test_the_docs_show_commands_of_every_cli():
 
 
 @pytest.mark.parametrize("where,module,args", COMMANDS, ids=[w for w, _, _ in COMMANDS])
-def test_documented_command_parses(where, module, args, monkeypatch):
+def test_documented_command_parses(where, module, args, monkeypatch, caplog):
+    with caplog.at_level(logging.WARNING):
+        _check_command(where, module, args, monkeypatch)
+    old = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    assert not old, f"{where}: the documentation uses renamed config keys: {old}"
+
+
+def _check_command(where: str, module: str, args: str, monkeypatch) -> None:
     argv = shlex.split(args)
     if module == "pipeline.config":  # positional recipe + overrides, no argparse
         if argv:

@@ -14,7 +14,7 @@ from pipeline.stage import run_stage
 
 pytestmark = pytest.mark.slow
 
-MICRO = ["model.name_or_path=embedded:micro", "data.toy_levels=[1,2]", "data.toy_problems_per_level=20",
+MICRO = ["model.name_or_path=embedded:micro", "data.toy.levels=[1,2]", "data.toy.problems_per_level=20",
          "prefixes.prompts_per_step=2", "prefixes.samples_per_prompt=4", "generate.max_response_tokens=24",
          "train.total_steps=2", "train.keep_last=2", "train.save_every=1", "eval.max_problems=6",
          "eval.samples_per_problem=1", "eval.max_new_tokens=24", "update.lr=1e-3", "update.micro_batch_size=4"]

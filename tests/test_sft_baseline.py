@@ -2,7 +2,7 @@
 the levels it trains on, so an under-trained or broken SFT cannot pass silently (docs/results.md, issue 16).
 
 The run is the one issue 16 reported (`python -m pipeline.train --config sft train.total_steps=200
-"data.toy_levels=[2,3,4,5,6]"`: held-out 53.6% against the base policy's 34.8%, with level 3 75.5 vs 49.5,
+"data.toy.levels=[2,3,4,5,6]"`: held-out 53.6% against the base policy's 34.8%, with level 3 75.5 vs 49.5,
 level 4 57.5 vs 29.5, level 5 29.0 vs 1.0): about a minute on an idle 2-core machine, plus the one-time build of
 the embedded default model (~2 min) when the test cache does not hold it."""
 
@@ -17,7 +17,7 @@ TRAINED = ["2", "3", "4", "5", "6"]
 
 
 def test_sft_beats_the_base_policy_on_its_training_levels(tmp_path):
-    cfg = load_config("sft", ["train.total_steps=200", "data.toy_levels=[2,3,4,5,6]", "train.save_every=200"])
+    cfg = load_config("sft", ["train.total_steps=200", "data.toy.levels=[2,3,4,5,6]", "train.save_every=200"])
     summary = train(cfg, tmp_path / "sft")
     base, final = summary["eval"]["toy"]["base"]["accuracy_by_level"], summary["eval"]["toy"]["final"]["accuracy_by_level"]
     gains = {lv: final[lv] - base[lv] for lv in TRAINED}

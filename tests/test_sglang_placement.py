@@ -164,7 +164,7 @@ def test_weight_group_layout_counts_tp_ranks_and_refuses_dp_and_pp():
 
     assert weight_group_layout([{"tp_size": 2}, {"tp_size": 1}], ["a", "b"]) == (4, [1, 3])
     for bad in ({"tp_size": 2, "dp_size": 2}, {"tp_size": 1, "pp_size": 2}):
-        with pytest.raises(ConfigError, match="generate.weight_sync=distributed: the server b runs"):
+        with pytest.raises(ConfigError, match="generate.sglang.weight_sync=distributed: the server b runs"):
             weight_group_layout([{"tp_size": 1}, bad], ["a", "b"])
 
 

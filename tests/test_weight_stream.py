@@ -31,14 +31,15 @@ def test_stream_casts_to_engine_dtype_and_keeps_one_bucket_alive():
 
 
 def test_engine_dtype_recorded_on_the_module():
-    from pipeline.config import GenerateConfig
+    from pipeline.config import GenerateConfig, SGLangConfig
     from pipeline.distributed import engine_weights
 
     model = tiny_qwen2(vocab_size=40)
     src = engine_weights(GenerateConfig(backend="sglang", precision="bf16"), model, accelerator=None)
     assert src is model  # no copy: the stream reads the trainer's module
     assert {t.dtype for _, t in full_tensors(src)} == {torch.bfloat16}
-    engine_weights(GenerateConfig(backend="sglang", precision="bf16", engine_args={"dtype": "float32"}), model, None)
+    engine_weights(GenerateConfig(backend="sglang", precision="bf16",
+                                  sglang=SGLangConfig(engine_args={"dtype": "float32"})), model, None)
     assert {t.dtype for _, t in full_tensors(model)} == {torch.float32}
 
 

@@ -1,6 +1,6 @@
 """Where colocated SGLang engines run when the trainer is launched as N processes, and which rows each
 rank generates. Pure functions of the launch (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, as torchrun
-and `accelerate launch` set them) and of `generate.engine_args`; nothing here imports sglang.
+and `accelerate launch` set them) and of `generate.sglang.engine_args`; nothing here imports sglang.
 
 - One engine per engine group: an engine spans `tp_size x pp_size x dp_size` GPUs (SGLang 0.5.23 lays out
   `dp_size` replicas of `tp_size x pp_size` GPUs from `base_gpu_id`). With one process per GPU, the
@@ -40,7 +40,7 @@ class Placement:
 
     def __post_init__(self) -> None:
         if self.local_world > 1 and self.local_world % self.width:
-            raise ConfigError(f"generate.engine_args: one SGLang engine spans tp_size x pp_size x dp_size = "
+            raise ConfigError(f"generate.sglang.engine_args: one SGLang engine spans tp_size x pp_size x dp_size = "
                               f"{self.width} GPUs, which does not divide the {self.local_world} processes per "
                               "node; launch a multiple of it per node or change tp_size/pp_size/dp_size")
 
@@ -92,7 +92,7 @@ def gpu_args(p: Placement, engine_args: dict[str, Any], current_device: int, dev
     user gave as an offset), checked to fit on the node."""
     base = int(engine_args.get("base_gpu_id", 0)) + current_device
     if base + p.width > device_count:
-        raise ConfigError(f"generate.engine_args: the SGLang engine of local rank {p.local_rank} would use GPUs "
+        raise ConfigError(f"generate.sglang.engine_args: the SGLang engine of local rank {p.local_rank} would use GPUs "
                           f"{base}..{base + p.width - 1} but this process sees {device_count}; launch one process per "
                           "GPU with every GPU visible to each (accelerate launch does), or lower "
                           "tp_size/pp_size/dp_size")

@@ -4,7 +4,7 @@ The only module of the project that imports sglang, and only when this backend i
 (`generate.backend: sglang`); `pipeline.imports.require` turns a missing install into a one-line error.
 
 Lifecycle (driven by `pipeline.run` through the `RolloutBackend` protocol):
-- boot: `sgl.Engine(model_path=<starting checkpoint>, skip_tokenizer_init=True, **generate.engine_args)`
+- boot: `sgl.Engine(model_path=<starting checkpoint>, skip_tokenizer_init=True, **generate.sglang.engine_args)`
   plus what the launch decides (`placement.py`): one engine per engine group (tp x pp x dp GPUs), booted
   by the group's first rank at `base_gpu_id` = its device, `random_seed` distinct per engine, `port` /
   `nccl_port` distinct per engine on a node; and `json_model_override_args` carrying the policy's config
@@ -19,7 +19,7 @@ Lifecycle (driven by `pipeline.run` through the `RolloutBackend` protocol):
 - `sync_weights(model, checkpoint)` before generation: resume the weights, push them in bounded buckets
   (`begin_weight_update` -> `update_weights_from_tensor(bucket, flush_cache=False)`... ->
   `end_weight_update`; FSDP2 shards are gathered one tensor at a time, see `weights.py`), resume the KV
-  cache, `flush_cache()`. `generate.weight_sync: disk`, or a failed tensor push when a checkpoint is
+  cache, `flush_cache()`. `generate.sglang.weight_sync: disk`, or a failed tensor push when a checkpoint is
   given, loads the checkpoint with `update_weights_from_disk` instead.
 - `shutdown()` at the end of the run (also registered by SGLang with atexit).
 
@@ -75,8 +75,8 @@ def merge_overrides(user: Any, ours: dict[str, Any]) -> str:
     theirs = json.loads(user) if isinstance(user, str) else dict(user or {})
     for key, value in ours.items():
         if key in theirs and theirs[key] != value:
-            raise ConfigError(f"generate.engine_args.json_model_override_args sets {key}={theirs[key]!r}, but the "
-                              f"policy is loaded with {key}={value!r} (model.rope_theta / "
+            raise ConfigError(f"generate.sglang.engine_args.json_model_override_args sets {key}={theirs[key]!r}, "
+                              f"but the policy is loaded with {key}={value!r} (model.rope_theta / "
                               "model.max_position_embeddings); remove it from engine_args")
     return json.dumps({**theirs, **ours}, sort_keys=True)
 
@@ -132,13 +132,14 @@ class SGLangBackend:
     @classmethod
     def from_config(cls, cfg: Any, *, model_path: str, seed: int,
                     model_cfg: Any = None) -> "SGLangBackend":
-        sync = "tensor" if cfg.weight_sync == "auto" else cfg.weight_sync
+        sg = cfg.sglang
+        sync = "tensor" if sg.weight_sync == "auto" else sg.weight_sync
         engine_args = {"dtype": {"fp32": "float32", "bf16": "bfloat16"}[cfg.precision],
-                       **({"mem_fraction_static": cfg.mem_fraction_static} if torch.cuda.is_available() else {}),
-                       **cfg.engine_args}  # colocated: the engine's share of the GPU (generate.mem_fraction_static)
+                       **({"mem_fraction_static": sg.mem_fraction_static} if torch.cuda.is_available() else {}),
+                       **sg.engine_args}  # colocated: the engine's GPU share (generate.sglang.mem_fraction_static)
         overrides = model_overrides(model_cfg.rope_theta, model_cfg.max_position_embeddings) if model_cfg else {}
         return cls(model_path, engine_args=engine_args, seed=seed, weight_sync=sync,
-                   bucket_bytes=int(cfg.weight_bucket_mb * 2 ** 20), overrides=overrides)
+                   bucket_bytes=int(sg.weight_bucket_mb * 2 ** 20), overrides=overrides)
 
     @property
     def generation_shard(self) -> tuple[int | None, int]:

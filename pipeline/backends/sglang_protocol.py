@@ -163,6 +163,6 @@ def merge_engine_args(defaults: dict[str, Any], user: dict[str, Any], forced: di
     forced one is an error naming the field."""
     for key, value in forced.items():
         if key in user and user[key] != value:
-            raise ConfigError(f"generate.engine_args.{key}={user[key]!r} cannot be used: the SGLang backend needs "
-                              f"{key}={value!r}")
+            raise ConfigError(f"generate.sglang.engine_args.{key}={user[key]!r} cannot be used: the SGLang "
+                              f"backend needs {key}={value!r}")
     return {**defaults, **user, **forced}

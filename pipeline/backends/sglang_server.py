@@ -7,7 +7,7 @@ never imports sglang. Same protocol as the in-process engine (`sglang_protocol.p
   prefix cache), one per server, sent concurrently; with `router_url` set, into
   `ROUTER_CHUNKS_PER_SERVER` blocks per server, all posted to the router at once so that it can spread them
   over its workers (one POST would go to one worker).
-- weights, `generate.weight_sync`:
+- weights, `generate.sglang.weight_sync`:
   - `disk` (default here): `POST /update_weights_from_disk {"model_path": <checkpoint>}` to every
     server; the checkpoint directory the run writes each step must be visible to the servers.
   - `distributed`: the trainer opens a process group with every server's tensor-parallel ranks
@@ -67,10 +67,11 @@ def weight_group_layout(infos: list[dict[str, Any]], urls: list[str]) -> tuple[i
     for url, info in zip(urls, infos):
         dp, pp = int(info.get("dp_size", 1) or 1), int(info.get("pp_size", 1) or 1)
         if dp > 1 or pp > 1:
-            raise ConfigError(f"generate.weight_sync=distributed: the server {url} runs dp_size={dp}, pp_size={pp}; "
-                              "SGLang's weight-update group takes tensor-parallel servers only. Launch one server "
-                              "per replica (--dp-size 1 --pp-size 1, listed in generate.server_urls, behind a "
-                              "router if you like) or use generate.weight_sync=disk")
+            raise ConfigError(f"generate.sglang.weight_sync=distributed: the server {url} runs dp_size={dp}, "
+                              f"pp_size={pp}; SGLang's weight-update group takes tensor-parallel servers only. "
+                              "Launch one server per replica (--dp-size 1 --pp-size 1, listed in "
+                              "generate.sglang.server_urls, behind a router if you like) or use "
+                              "generate.sglang.weight_sync=disk")
     tps = [int(i.get("tp_size", 1) or 1) for i in infos]
     return 1 + sum(tps), [1 + sum(tps[:i]) for i in range(len(tps))]
 
@@ -107,7 +108,7 @@ def http_json(url: str, payload: dict[str, Any] | None = None, timeout: float = 
     except urllib.error.HTTPError as e:
         raise RuntimeError(f"{url}: HTTP {e.code}: {e.read().decode(errors='replace')[:500]}") from None
     except (urllib.error.URLError, OSError) as e:
-        raise RuntimeError(f"{url}: cannot reach the SGLang server ({e}); check generate.server_urls") from None
+        raise RuntimeError(f"{url}: cannot reach the SGLang server ({e}); check generate.sglang.server_urls") from None
     try:
         return json.loads(body) if body.strip() else None
     except ValueError:
@@ -143,10 +144,10 @@ class SGLangServerBackend:
                  bucket_bytes: int = 512 * 2 ** 20, group_address: str = "127.0.0.1:0", timeout_s: float = 1800.0,
                  overrides: dict[str, Any] | None = None):
         if not server_urls:
-            raise ConfigError("generate.server_urls: the sglang_server backend needs the URL of at least one "
+            raise ConfigError("generate.sglang.server_urls: the sglang_server backend needs the URL of at least one "
                               "SGLang server (e.g. [http://10.0.0.5:30000])")
         if weight_sync not in ("disk", "distributed"):
-            raise ConfigError(f"generate.weight_sync={weight_sync!r}: the sglang_server backend takes `disk` or "
+            raise ConfigError(f"generate.sglang.weight_sync={weight_sync!r}: the sglang_server backend takes `disk` or "
                               "`distributed`")
         self.urls = [u.rstrip("/") for u in server_urls]
         self.router = router_url.rstrip("/")
@@ -164,10 +165,11 @@ class SGLangServerBackend:
 
     @classmethod
     def from_config(cls, cfg: Any, *, model_path: str, seed: int, model_cfg: Any = None) -> "SGLangServerBackend":
-        sync = "disk" if cfg.weight_sync == "auto" else cfg.weight_sync
+        sg = cfg.sglang
+        sync = "disk" if sg.weight_sync == "auto" else sg.weight_sync
         overrides = model_overrides(model_cfg.rope_theta, model_cfg.max_position_embeddings) if model_cfg else {}
-        return cls(cfg.server_urls, router_url=cfg.router_url, weight_sync=sync,
-                   bucket_bytes=int(cfg.weight_bucket_mb * 2 ** 20), group_address=cfg.weight_group_address,
+        return cls(sg.server_urls, router_url=sg.router_url, weight_sync=sync,
+                   bucket_bytes=int(sg.weight_bucket_mb * 2 ** 20), group_address=sg.weight_group_address,
                    overrides=overrides)
 
     def _check_overrides(self, expected: dict[str, Any]) -> None:
@@ -177,8 +179,8 @@ class SGLangServerBackend:
             actual = json.loads(raw) if isinstance(raw, str) else dict(raw)
             missing = overrides_missing(expected, actual)
             if missing:
-                raise ConfigError(f"generate.server_urls: the SGLang server {url} was launched without the policy's "
-                                  f"config patch ({', '.join(missing)} differ); launch it with "
+                raise ConfigError(f"generate.sglang.server_urls: the SGLang server {url} was launched without "
+                                  f"the policy's config patch ({', '.join(missing)} differ); launch it with "
                                   f"--json-model-override-args '{json.dumps(expected)}' (model.rope_theta / "
                                   "model.max_position_embeddings)")
 
@@ -218,7 +220,7 @@ class SGLangServerBackend:
         """Rank 0 updates every server and flushes its cache; the other ranks wait (see the module doc)."""
         if self.weight_sync == "disk":
             if checkpoint is None:
-                raise ConfigError("generate.weight_sync=disk: no checkpoint of the current weights exists; use "
+                raise ConfigError("generate.sglang.weight_sync=disk: no checkpoint of the current weights exists; use "
                                   "weight_sync=distributed or save the model where the servers can read it")
 
             def update() -> None:

@@ -7,8 +7,10 @@ another recipe. `--config` takes a path or the name of a recipe shipped in `pipe
 
 Every field is documented once, by the attribute docstring under it; `python -m pipeline.config`
 prints the reference table. Modules: `checks` (validation helpers), one module per group of sections
-(`model_data`, `rollout`, `training`, `eval`), `root` (the whole Config), `loader` (recipes,
-overrides, coercion), `reference` (the field reference and the command line).
+(`model_data`, `rollout`, `training`, `eval`; large sections group fields in nested mappings such as
+`update.lora` or `data.toy`), `root` (the whole Config), `loader` (recipes, overrides, coercion),
+`renamed` (old flat key names still accepted, with a warning), `reference` (the field reference and the
+command line).
 
     python -m pipeline.config                       # field reference (markdown)
     python -m pipeline.config quickstart train.total_steps=10   # resolved YAML
@@ -16,18 +18,20 @@ overrides, coercion), `reference` (the field reference and the command line).
 
 from __future__ import annotations
 
-from pipeline.config.eval import EvalConfig
+from pipeline.config.eval import EvalConfig, ValidationConfig
 from pipeline.config.loader import (RECIPE_DIR, apply_overrides, build_section, config_from_dict, dump_yaml,
                                     list_recipes, load_config, read_recipe, resolve_recipe_path, to_dict)
-from pipeline.config.model_data import DataConfig, ModelConfig
+from pipeline.config.model_data import DataConfig, DecontamConfig, ModelConfig, ToyConfig
 from pipeline.config.reference import field_docs, main, reference_markdown
-from pipeline.config.rollout import GenerateConfig, PrefixConfig, RewardConfig
+from pipeline.config.renamed import RENAMED, fingerprint_view, migrate
+from pipeline.config.rollout import GenerateConfig, PrefixConfig, RewardConfig, SGLangConfig
 from pipeline.config.root import SECTIONS, Config
 from pipeline.config.training import LoraConfig, ObjectiveConfig, SFTConfig, TrainConfig, UpdateConfig
 from pipeline.errors import ConfigError
 
-__all__ = ["Config", "ConfigError", "DataConfig", "EvalConfig", "GenerateConfig", "LoraConfig", "ModelConfig",
-           "ObjectiveConfig", "PrefixConfig", "RECIPE_DIR", "RewardConfig", "SECTIONS", "SFTConfig", "TrainConfig",
-           "UpdateConfig", "apply_overrides", "build_section", "config_from_dict", "dump_yaml", "field_docs",
-           "list_recipes", "load_config", "main", "read_recipe", "reference_markdown", "resolve_recipe_path",
-           "to_dict"]
+__all__ = ["Config", "ConfigError", "DataConfig", "DecontamConfig", "EvalConfig", "GenerateConfig", "LoraConfig",
+           "ModelConfig", "ObjectiveConfig", "PrefixConfig", "RECIPE_DIR", "RENAMED", "RewardConfig", "SECTIONS",
+           "SFTConfig", "SGLangConfig", "ToyConfig", "TrainConfig", "UpdateConfig", "ValidationConfig",
+           "apply_overrides", "build_section", "config_from_dict", "dump_yaml", "field_docs", "fingerprint_view",
+           "list_recipes", "load_config", "main", "migrate", "read_recipe", "reference_markdown",
+           "resolve_recipe_path", "to_dict"]

@@ -1,4 +1,4 @@
-"""Config section `eval`: evaluation before, during (validation) and after training."""
+"""Config section `eval`: evaluation before, during (`eval.validation`) and after training."""
 
 from __future__ import annotations
 
@@ -6,6 +6,22 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.config.checks import _check, _in_range
+
+
+@dataclass
+class ValidationConfig:
+    every: int = 0
+    """During training, evaluate `eval.suites` on a validation slice every M steps and log
+    `val_<suite>_accuracy` with the step metrics; 0 disables."""
+    problems: int = 60
+    """Problems per suite in the validation slice (evenly spaced; `eval.samples_per_problem`, 1 if 0)."""
+    suites: list[str] = field(default_factory=list)
+    """Suites of the validation evaluation; [] evaluates a slice of `eval.suites`. Set it to a split
+    disjoint from the held-out one (`toy_val`, `countdown_val`) when choices are made on validation."""
+
+    def __post_init__(self) -> None:
+        _in_range(self.every, "eval.validation.every", 0)
+        _in_range(self.problems, "eval.validation.problems", 1)
 
 
 @dataclass
@@ -45,14 +61,8 @@ class EvalConfig:
     chunk_size: int = 4096
     """Sequences generated, graded and written per chunk (bounds memory for n up to 2048 per problem; an
     interrupted suite resumes after its last complete chunk)."""
-    validation_every: int = 0
-    """During training, evaluate `eval.suites` on a validation slice every M steps and log
-    `val_<suite>_accuracy` with the step metrics; 0 disables."""
-    validation_problems: int = 60
-    """Problems per suite in the validation slice (evenly spaced; `samples_per_problem`, 1 if 0)."""
-    validation_suites: list[str] = field(default_factory=list)
-    """Suites of the validation evaluation; [] evaluates a slice of `eval.suites`. Set it to a split
-    disjoint from the held-out one (`toy_val`, `countdown_val`) when choices are made on validation."""
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    """Evaluation of a validation slice during training (`eval.validation.*`)."""
 
     def __post_init__(self) -> None:
         _check(all(isinstance(s, str) and s for s in self.suites), "eval.suites", "must be suite names")
@@ -63,5 +73,3 @@ class EvalConfig:
         _in_range(self.max_problems, "eval.max_problems", 0)
         _in_range(self.batch_size, "eval.batch_size", 1)
         _in_range(self.chunk_size, "eval.chunk_size", 1)
-        _in_range(self.validation_every, "eval.validation_every", 0)
-        _in_range(self.validation_problems, "eval.validation_problems", 1)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.config.renamed import migrate, renamed_key
 from pipeline.config.root import SECTIONS, Config
 from pipeline.errors import ConfigError
 
@@ -96,9 +97,11 @@ def build_section(cls: type, raw: dict[str, Any], section: str, where: str) -> A
 
 
 def config_from_dict(raw: dict[str, Any], where: str = "config") -> Config:
-    """Build and validate a Config from a nested mapping; errors name the key and `where`."""
+    """Build and validate a Config from a nested mapping (old key names moved to their new ones, see
+    `renamed`); errors name the key and `where`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+    raw = migrate(raw, where)
     sections = {}
     for name, body in raw.items():
         if name not in SECTIONS:
@@ -161,11 +164,13 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_recipe(config: str, _seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
-    """The raw nested mapping of a recipe with `inherit:` resolved, and the file it came from."""
+    """The raw nested mapping of a recipe with `inherit:` resolved, and the file it came from. Each file's
+    old key names are moved to their new ones before it is merged, so a child's old key overrides its
+    parent's new one."""
     path = resolve_recipe_path(config)
     if str(path.resolve()) in _seen:
         raise ConfigError(f"{path}: `inherit` forms a cycle")
-    raw = _read_yaml(path)
+    raw = migrate(_read_yaml(path), str(path))
     parent = raw.pop("inherit", None)
     if parent is not None:
         if not isinstance(parent, str):
@@ -176,8 +181,9 @@ def read_recipe(config: str, _seen: tuple[str, ...] = ()) -> tuple[dict[str, Any
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `section.field=value` strings (values parsed as YAML) to a raw recipe mapping."""
-    out = _merge(raw, {})
+    """Apply `section.field=value` strings (values parsed as YAML) to a raw recipe mapping; an old key name
+    is moved to its new one (see `renamed`)."""
+    out = _merge(migrate(raw, "config"), {})
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.field=value")
@@ -185,6 +191,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         parts = key.strip().split(".")
         if len(parts) < 2 or not all(parts):
             raise ConfigError(f"override key {key!r} must look like section.field (e.g. train.total_steps)")
+        parts = renamed_key(parts, f"override {item!r}")
         if parts[0] not in SECTIONS:
             raise _unknown(parts[0], list(SECTIONS), f"override {item!r}")
         cls, node = SECTIONS[parts[0]], out

@@ -1,4 +1,5 @@
-"""Config sections `model` (the policy to train) and `data` (curation)."""
+"""Config sections `model` (the policy to train) and `data` (curation, with `data.decontam` and
+`data.toy`)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,41 @@ class ModelConfig:
 
 
 @dataclass
+class DecontamConfig:
+    suites: list[str] = field(default_factory=lambda: ["math", "general"])
+    """Evaluation suites (or groups) real sources are decontaminated against (pipeline/decontam.py); [] for
+    none. Not applied to the embedded sources (toy, countdown), which are disjoint from every suite."""
+    data_dir: str | None = None
+    """Local copies of the evaluation suites for decontamination (the `--data-dir` layout); None: hub ids."""
+    ngram: int = 32
+    """n of the character n-grams of normalised problem text compared for contamination."""
+    threshold: float = 0.5
+    """A training problem holding at least this fraction of an evaluation problem's n-grams is dropped."""
+
+    def __post_init__(self) -> None:
+        _in_range(self.ngram, "data.decontam.ngram", 1)
+        _in_range(self.threshold, "data.decontam.threshold", 0.0, 1.0)
+
+
+@dataclass
+class ToyConfig:
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    """Embedded task difficulty levels to train on (level k = k+1 operands/numbers; toy and countdown)."""
+    problems_per_level: int = 2000
+    """Training problems generated per level of the embedded task (toy and countdown; fewer when a level
+    has fewer distinct problems)."""
+    seed: int = 0
+    """Seed of the embedded task's training problems (toy and countdown; the held-out split is fixed and
+    disjoint by construction)."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.levels) > 0, "data.toy.levels", "must name at least one level")
+        for lv in self.levels:
+            _in_range(lv, "data.toy.levels[]", 1, 12)
+        _in_range(self.problems_per_level, "data.toy.problems_per_level", 1)
+
+
+@dataclass
 class DataConfig:
     source: Literal["toy", "countdown", "files"] = "toy"
     """Where demonstrations come from. `toy`: the embedded chain task; `countdown`: the embedded Countdown
@@ -55,21 +91,10 @@ class DataConfig:
     with an empty demonstration and get no hybrid slot (RFT only). Data-volume ablation, docs/method.md Q10."""
     dedup: bool = True
     """Drop exact and near-exact duplicate problems (normalised text; the first occurrence is kept)."""
-    decontaminate: list[str] = field(default_factory=lambda: ["math", "general"])
-    """Evaluation suites (or groups) real sources are decontaminated against (pipeline/decontam.py); [] for
-    none. Not applied to the toy source, which is disjoint from every suite."""
-    eval_data_dir: str | None = None
-    """Local copies of the evaluation suites for decontamination (the `--data-dir` layout); None: hub ids."""
-    decontam_ngram: int = 32
-    """n of the character n-grams of normalised problem text compared for contamination."""
-    decontam_threshold: float = 0.5
-    """A training problem holding at least this fraction of an evaluation problem's n-grams is dropped."""
-    toy_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    """Embedded task difficulty levels to train on (level k = k+1 operands/numbers; toy and countdown)."""
-    toy_problems_per_level: int = 2000
-    """Training problems generated per toy level (fewer when a level has fewer distinct problems)."""
-    toy_seed: int = 0
-    """Seed of the toy training problems (the held-out split is fixed and disjoint by construction)."""
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    """Decontamination of real sources against the evaluation suites (`data.decontam.*`)."""
+    toy: ToyConfig = field(default_factory=ToyConfig)
+    """Training problems of the embedded tasks, toy and countdown (`data.toy.*`)."""
     instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
     """Appended to the problem on a new line to form the user turn (docs/method.md §7, Q7)."""
     system_prompt: str | None = None
@@ -92,11 +117,5 @@ class DataConfig:
         _check(self.source != "files" or bool(self.sources), "data.sources", "source `files` needs at least one source")
         _in_range(self.prompt_fraction, "data.prompt_fraction", 0.0, 1.0)
         _in_range(self.demo_fraction, "data.demo_fraction", 0.0, 1.0)
-        _in_range(self.decontam_ngram, "data.decontam_ngram", 1)
-        _in_range(self.decontam_threshold, "data.decontam_threshold", 0.0, 1.0)
-        _check(len(self.toy_levels) > 0, "data.toy_levels", "must name at least one level")
-        for lv in self.toy_levels:
-            _in_range(lv, "data.toy_levels[]", 1, 12)
-        _in_range(self.toy_problems_per_level, "data.toy_problems_per_level", 1)
         _in_range(self.max_prompt_tokens, "data.max_prompt_tokens", 1)
         _in_range(self.max_demo_tokens, "data.max_demo_tokens", 2)

@@ -1,4 +1,5 @@
-"""Config sections `prefixes`, `generate` and `reward`: what a step samples and how it is scored."""
+"""Config sections `prefixes`, `generate` (with `generate.sglang`) and `reward`: what a step samples and
+how it is scored."""
 
 from __future__ import annotations
 
@@ -56,24 +57,7 @@ class PrefixConfig:
 
 
 @dataclass
-class GenerateConfig:
-    backend: Literal["transformers", "sglang", "sglang_server"] = "transformers"
-    """Rollout engine behind the generation protocol: `transformers` (the trainer's own module), `sglang`
-    (an in-process `sgl.Engine` colocated with the trainer; needs `pip install -e .[sglang]`) or
-    `sglang_server` (running SGLang servers over HTTP; sglang is not imported)."""
-    temperature: float = 1.0
-    """Sampling temperature for rollouts (docs/method.md §7: 1.0)."""
-    top_p: float = 1.0
-    """Nucleus sampling threshold (docs/method.md §7: 1.0)."""
-    top_k: int = 0
-    """Top-k sampling; 0 disables it."""
-    max_response_tokens: int = 8192
-    """L_max: cap on prefix + continuation tokens, and the loss normaliser (docs/method.md §3, §6)."""
-    batch_size: int = 256
-    """Sequences decoded together by the transformers backend."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """Compute dtype of generation: the transformers backend autocasts (weights stay fp32); an SGLang
-    engine runs in float32 / bfloat16 unless `engine_args` sets `dtype`."""
+class SGLangConfig:
     engine_args: dict[str, Any] = field(default_factory=dict)
     """`sglang` backend: extra `sgl.Engine` keyword arguments (SGLang ServerArgs fields, passed through),
     e.g. `{tp_size: 2, dp_size: 1, mem_fraction_static: 0.4, dtype: bfloat16}`. `port`, `nccl_port`,
@@ -95,6 +79,33 @@ class GenerateConfig:
     weight_group_address: str = "127.0.0.1:0"
     """`sglang_server` with `weight_sync: distributed`: host:port of the trainer that the servers connect
     to (port 0 picks a free one)."""
+
+    def __post_init__(self) -> None:
+        _in_range(self.weight_bucket_mb, "generate.sglang.weight_bucket_mb", 1e-3)
+        _check(0 < self.mem_fraction_static < 1, "generate.sglang.mem_fraction_static", "must be in (0, 1)")
+
+
+@dataclass
+class GenerateConfig:
+    backend: Literal["transformers", "sglang", "sglang_server"] = "transformers"
+    """Rollout engine behind the generation protocol: `transformers` (the trainer's own module), `sglang`
+    (an in-process `sgl.Engine` colocated with the trainer; needs `pip install -e .[sglang]`) or
+    `sglang_server` (running SGLang servers over HTTP; sglang is not imported)."""
+    temperature: float = 1.0
+    """Sampling temperature for rollouts (docs/method.md §7: 1.0)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (docs/method.md §7: 1.0)."""
+    top_k: int = 0
+    """Top-k sampling; 0 disables it."""
+    max_response_tokens: int = 8192
+    """L_max: cap on prefix + continuation tokens, and the loss normaliser (docs/method.md §3, §6)."""
+    batch_size: int = 256
+    """Sequences decoded together by the transformers backend."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Compute dtype of generation: the transformers backend autocasts (weights stay fp32); an SGLang
+    engine runs in float32 / bfloat16 unless `generate.sglang.engine_args` sets `dtype`."""
+    sglang: SGLangConfig = field(default_factory=SGLangConfig)
+    """Settings of the `sglang` and `sglang_server` backends (`generate.sglang.*`); unused by `transformers`."""
     max_logprob_mismatch: float = 0.5
     """Stop the run when the mean |log-prob(engine) - log-prob(trainer)| over a step's continuation tokens
     exceeds this (nats; 0 disables the stop). The mean and max are logged every step."""
@@ -103,12 +114,10 @@ class GenerateConfig:
     generation lengths; 0 for training)."""
 
     def __post_init__(self) -> None:
-        _check(self.backend != "sglang_server" or bool(self.server_urls), "generate.server_urls",
+        _check(self.backend != "sglang_server" or bool(self.sglang.server_urls), "generate.sglang.server_urls",
                "the sglang_server backend needs at least one server URL")
-        _check(self.weight_sync != "distributed" or self.backend == "sglang_server", "generate.weight_sync",
-               "`distributed` is for the sglang_server backend")
-        _in_range(self.weight_bucket_mb, "generate.weight_bucket_mb", 1e-3)
-        _check(0 < self.mem_fraction_static < 1, "generate.mem_fraction_static", "must be in (0, 1)")
+        _check(self.sglang.weight_sync != "distributed" or self.backend == "sglang_server",
+               "generate.sglang.weight_sync", "`distributed` is for the sglang_server backend")
         _in_range(self.max_logprob_mismatch, "generate.max_logprob_mismatch", 0.0)
         _in_range(self.temperature, "generate.temperature", 1e-4)
         _in_range(self.min_new_tokens, "generate.min_new_tokens", 0)

@@ -6,13 +6,14 @@ import typing
 from dataclasses import dataclass, field
 
 from pipeline.config.checks import _check
-from pipeline.config.eval import EvalConfig
-from pipeline.config.model_data import DataConfig, ModelConfig
-from pipeline.config.rollout import GenerateConfig, PrefixConfig, RewardConfig
+from pipeline.config.eval import EvalConfig, ValidationConfig
+from pipeline.config.model_data import DataConfig, DecontamConfig, ModelConfig, ToyConfig
+from pipeline.config.rollout import GenerateConfig, PrefixConfig, RewardConfig, SGLangConfig
 from pipeline.config.training import LoraConfig, ObjectiveConfig, SFTConfig, TrainConfig, UpdateConfig
 
-__all__ = ["Config", "SECTIONS", "DataConfig", "EvalConfig", "GenerateConfig", "LoraConfig", "ModelConfig",
-           "ObjectiveConfig", "PrefixConfig", "RewardConfig", "SFTConfig", "TrainConfig", "UpdateConfig"]
+__all__ = ["Config", "SECTIONS", "DataConfig", "DecontamConfig", "EvalConfig", "GenerateConfig", "LoraConfig",
+           "ModelConfig", "ObjectiveConfig", "PrefixConfig", "RewardConfig", "SFTConfig", "SGLangConfig", "ToyConfig",
+           "TrainConfig", "UpdateConfig", "ValidationConfig"]
 
 
 @dataclass

@@ -72,5 +72,5 @@ def write_eval_fixtures(root: Path) -> Path:
 
 
 @pytest.fixture()
-def eval_data_dir(tmp_path) -> Path:
+def suites_dir(tmp_path) -> Path:
     return write_eval_fixtures(tmp_path / "data")

@@ -16,19 +16,19 @@ from pipeline.oat_grader import grade_oat, oat_boxed
 from pipeline.prompts import build_messages
 
 
-def test_paper_protocol_renders_prefix_rft_eval_rows(eval_data_dir):
-    item = SUITES["math500"].load(str(eval_data_dir), "paper")[0]
+def test_paper_protocol_renders_prefix_rft_eval_rows(suites_dir):
+    item = SUITES["math500"].load(str(suites_dir), "paper")[0]
     assert item_messages(item, PROTOCOLS["paper"]) == [
         {"role": "user", "content": "Convert the point.\nPlease reason step by step, and put your final answer "
                                     "within \\boxed{}"}]  # luffy_test.py: no system turn, no final period
     assert item.answer == "\\pi"  # valid.all's ground truth, not the hub copy's
-    aime = SUITES["aime24"].load(str(eval_data_dir), "paper")
+    aime = SUITES["aime24"].load(str(suites_dir), "paper")
     assert len(aime) == 1 and aime[0].samples == 3  # valid.all's replicas
-    arc = SUITES["arc_c"].load(str(eval_data_dir), "paper")
+    arc = SUITES["arc_c"].load(str(suites_dir), "paper")
     assert arc[0].system_prompt  # luffy_test_ood.py saves the OOD parquets raw
-    assert item_messages(SUITES["aime24"].load(str(eval_data_dir), "luffy")[0], PROTOCOLS["luffy"]) == [
+    assert item_messages(SUITES["aime24"].load(str(suites_dir), "luffy")[0], PROTOCOLS["luffy"]) == [
         {"role": "user", "content": "Find 0 + 200."}]
-    assert SUITES["arc_c"].load(str(eval_data_dir), "luffy")[0].system_prompt is None
+    assert SUITES["arc_c"].load(str(suites_dir), "luffy")[0].system_prompt is None
     assert PROTOCOLS["luffy"].top_p == 1.0 and PROTOCOLS["paper"].top_p == 0.95 and PAPER_INSTRUCTION[-1] == "}"
 
 
@@ -72,8 +72,8 @@ def test_oat_boxed_is_the_last_box():
     assert oat_boxed("\\boxed{1} then \\boxed{\\frac{2}{3}}") == "\\frac{2}{3}" and oat_boxed("none") is None
 
 
-def test_choice_grading_requires_a_box_with_the_literal_label(eval_data_dir):
-    arc = SUITES["arc_c"].load(str(eval_data_dir), "luffy")  # B, and the digit-labelled row (reference 3)
+def test_choice_grading_requires_a_box_with_the_literal_label(suites_dir):
+    arc = SUITES["arc_c"].load(str(suites_dir), "luffy")  # B, and the digit-labelled row (reference 3)
     texts = ["ANSWER: B", "\\boxed{C}"]
     ours = grade(SUITES["arc_c"], arc, texts, EvalConfig(protocol="ours"))
     luffy = grade(SUITES["arc_c"], arc, texts, EvalConfig(protocol="luffy"))
@@ -84,13 +84,13 @@ def test_choice_grading_requires_a_box_with_the_literal_label(eval_data_dir):
 
 
 @pytest.mark.parametrize("protocol", ["ours", "paper", "luffy"])
-def test_controls_under_each_protocol(eval_data_dir, tmp_path, protocol):
+def test_controls_under_each_protocol(suites_dir, tmp_path, protocol):
     import json
 
     acc = {}
     for control in ("oracle", "oracle-unboxed", "negative"):
         out = tmp_path / control
-        assert main(["--model", control, "--suites", "aime24,math500,arc_c", "--data-dir", str(eval_data_dir),
+        assert main(["--model", control, "--suites", "aime24,math500,arc_c", "--data-dir", str(suites_dir),
                      "--output-dir", str(out), f"eval.protocol={protocol}"]) == 0
         acc[control] = {n: s["accuracy"] for n, s in json.loads((out / "summary.json").read_text())["suites"].items()}
     assert all(v == 1.0 for v in acc["oracle"].values()) and all(v == 0.0 for v in acc["negative"].values())

@@ -17,9 +17,9 @@ def _suites(path):
     return json.loads((path / "summary.json").read_text())["suites"]
 
 
-def test_oracle_scores_everything_on_every_suite(eval_data_dir, tmp_path):
+def test_oracle_scores_everything_on_every_suite(suites_dir, tmp_path):
     out = tmp_path / "oracle"
-    assert main(["--model", "oracle", "--suites", ALL_TEN, "--data-dir", str(eval_data_dir),
+    assert main(["--model", "oracle", "--suites", ALL_TEN, "--data-dir", str(suites_dir),
                  "--output-dir", str(out)]) == 0
     suites = _suites(out)
     assert set(suites) == set(SUITES) - {"amc23", "toy_val", "countdown", "countdown_val"}
@@ -37,8 +37,8 @@ def test_oracle_scores_everything_on_every_suite(eval_data_dir, tmp_path):
     assert set(samples.column_names) >= {"problem_id", "completion", "extracted_answer", "reference", "correct"}
 
 
-def test_oracle_under_the_luffy_protocol(eval_data_dir, tmp_path):
-    assert main(["--model", "oracle", "--suites", "aime24,amc,math500", "--data-dir", str(eval_data_dir),
+def test_oracle_under_the_luffy_protocol(suites_dir, tmp_path):
+    assert main(["--model", "oracle", "--suites", "aime24,amc,math500", "--data-dir", str(suites_dir),
                  "--output-dir", str(tmp_path), "eval.protocol=luffy"]) == 0
     suites = _suites(tmp_path)
     assert suites["aime24"]["problems"] == 1 and suites["aime24"]["samples_per_problem"] == 3  # the x3 replicas
@@ -101,7 +101,7 @@ def test_chunked_generation_resumes_and_matches_one_chunk(micro_path, micro_toke
     assert again.calls == 0
 
 
-def test_several_checkpoints(tmp_path, eval_data_dir):
+def test_several_checkpoints(tmp_path, suites_dir):
     run = tmp_path / "run"
     for step in (10, 2):
         (run / "checkpoints" / f"step-{step:06d}").mkdir(parents=True)

@@ -53,22 +53,22 @@ def test_choice_layouts():
                                       "Q\n\nA) a\nB) b\nC) c\nD) d"}], "reward_model": {"ground_truth": "F"}}, 0)
 
 
-def test_all_suites_load_from_the_shared_layout(eval_data_dir):
-    counts = {name: len(SUITES[name].load(str(eval_data_dir))) for name in GROUPS["math"] + GROUPS["general"]}
+def test_all_suites_load_from_the_shared_layout(suites_dir):
+    counts = {name: len(SUITES[name].load(str(suites_dir))) for name in GROUPS["math"] + GROUPS["general"]}
     assert counts == {"aime24": 3, "aime25": 2, "amc": 3, "math500": 2, "minerva": 2, "olympiadbench": 2,
                       "arc_c": 2, "gpqa_diamond": 2, "mmlu_pro": 2}
-    arc = SUITES["arc_c"].load(str(eval_data_dir))
+    arc = SUITES["arc_c"].load(str(suites_dir))
     assert [it.answer for it in arc] == ["B", "C"] and arc[1].labels == ("1", "2", "3")
-    assert [it.answer for it in SUITES["minerva"].load(str(eval_data_dir))] == ["1.6", "4.5e33"]
+    assert [it.answer for it in SUITES["minerva"].load(str(suites_dir))] == ["1.6", "4.5e33"]
 
 
-def test_luffy_protocol_groups_replicas(eval_data_dir):
-    items = SUITES["aime24"].load(str(eval_data_dir), "luffy")
+def test_luffy_protocol_groups_replicas(suites_dir):
+    items = SUITES["aime24"].load(str(suites_dir), "luffy")
     assert len(items) == 1 and items[0].samples == 3 and items[0].answer == "200"
     # generate_vllm.py asserts remove_system and drops valid.all's system turn; no instruction is added
     assert items[0].system_prompt is None and not items[0].instruct and items[0].problem == "Find 0 + 200."
-    assert SUITES["amc"].load(str(eval_data_dir), "luffy")[0].answer == "142.0"  # as it is
-    assert len(SUITES["amc23"].load(str(eval_data_dir), "luffy")) == 1  # not in valid.all: paper items
+    assert SUITES["amc"].load(str(suites_dir), "luffy")[0].answer == "142.0"  # as it is
+    assert len(SUITES["amc23"].load(str(suites_dir), "luffy")) == 1  # not in valid.all: paper items
 
 
 def test_data_dir_layouts(tmp_path):

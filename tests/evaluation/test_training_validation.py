@@ -1,4 +1,4 @@
-"""Evaluation during training: every `eval.validation_every` steps on a validation slice, logged with the
+"""Evaluation during training: every `eval.validation.every` steps on a validation slice, logged with the
 step metrics, plotted over steps with the base and final evaluations."""
 
 import json
@@ -10,14 +10,14 @@ from pipeline.run import train
 
 pytestmark = pytest.mark.slow
 
-MICRO = ["model.name_or_path=embedded:micro", "data.toy_levels=[1,2]", "data.toy_problems_per_level=20",
+MICRO = ["model.name_or_path=embedded:micro", "data.toy.levels=[1,2]", "data.toy.problems_per_level=20",
          "prefixes.prompts_per_step=2", "prefixes.samples_per_prompt=4", "generate.max_response_tokens=24",
          "train.total_steps=2", "train.save_every=1", "eval.max_problems=6", "eval.samples_per_problem=1",
-         "eval.max_new_tokens=24", "update.micro_batch_size=4", "eval.validation_every=1",
-         "eval.validation_problems=3"]
+         "eval.max_new_tokens=24", "update.micro_batch_size=4", "eval.validation.every=1",
+         "eval.validation.problems=3"]
 
 
-def test_validation_every_step_is_logged(tmp_path, micro_path):
+def test_validation_at_each_step_is_logged(tmp_path, micro_path):
     out = tmp_path / "run"
     train(load_config("quickstart", MICRO), out)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -47,11 +47,11 @@ def test_validation_lost_to_a_crash_is_redone_on_resume(tmp_path, micro_path):
     assert [r["step"] for r in rows] == [1, 2] and all("val_toy_accuracy" in r for r in rows)
 
 
-def test_validation_suites_replace_the_slice_of_the_held_out_suites(tmp_path, micro_path):
-    """`eval.validation_suites`: validation runs on a split disjoint from the held-out one (toy_val), the final
+def test_validation_on_its_own_suites_replaces_the_slice_of_the_held_out_suites(tmp_path, micro_path):
+    """`eval.validation.suites`: validation runs on a split disjoint from the held-out one (toy_val), the final
     evaluation on `eval.suites`."""
     out = tmp_path / "run"
-    train(load_config("quickstart", MICRO + ["train.total_steps=1", "eval.validation_suites=[toy_val]"]), out)
+    train(load_config("quickstart", MICRO + ["train.total_steps=1", "eval.validation.suites=[toy_val]"]), out)
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     val = json.loads((out / "eval" / "validation" / "step-000001" / "summary.json").read_text())["suites"]
     assert set(val) == {"toy_val"} and val["toy_val"]["problems"] == 3

@@ -17,10 +17,10 @@ import sys
 def main(spec_path: str, out_path: str) -> None:
     from pipeline.backends import GenerationRequest, SamplingParams, make_backend
     from pipeline.backends.placement import generation_shard
-    from pipeline.config import GenerateConfig, ModelConfig
+    from pipeline.config import GenerateConfig, ModelConfig, SGLangConfig
 
     spec = json.loads(open(spec_path).read())
-    gen = GenerateConfig(backend="sglang", precision="fp32", engine_args=spec["engine_args"])
+    gen = GenerateConfig(backend="sglang", precision="fp32", sglang=SGLangConfig(engine_args=spec["engine_args"]))
     model = ModelConfig(name_or_path=spec["model"], **spec["model_patch"])
     backend = make_backend(gen, model=None, pad_token_id=0, model_path=spec["model"], seed=spec["seed"],
                            model_cfg=model)

@@ -26,7 +26,8 @@ EXTRA = os.environ.get("PREFIX_RFT_SGLANG_PIPELINE_OVERRIDES", "").split()
 
 def test_three_step_run_with_the_sglang_backend(tmp_path):
     cfg = load_config("quickstart", ["train.total_steps=3", "generate.backend=sglang", "eval.at_start=false",
-                                     "eval.at_end=false", "generate.engine_args={max_total_tokens: 32768}", *EXTRA])
+                                     "eval.at_end=false", "generate.sglang.engine_args={max_total_tokens: 32768}",
+                                     *EXTRA])
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     t0 = time.perf_counter()
     summary = train(cfg, tmp_path / "run")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, DataConfig
+from pipeline.config import ConfigError, DataConfig, DecontamConfig
 from pipeline.decontam import EvalIndex, dedup_key, normalise_text
 from pipeline.errors import UserError
 from pipeline.sources import load_sources
@@ -117,8 +117,9 @@ def test_loaders_normalise_each_format_and_count_malformed_rows(tmp_path):
 
 
 def test_curate_dedups_decontaminates_verifies_and_reports(tmp_path, micro_tokenizer):
-    cfg = DataConfig(source="files", sources=_sources(tmp_path), eval_data_dir=str(_eval_dir(tmp_path / "ev")),
-                     decontaminate=["aime24", "math500"], max_prompt_tokens=100_000, max_demo_tokens=100_000)
+    decontam = DecontamConfig(suites=["aime24", "math500"], data_dir=str(_eval_dir(tmp_path / "ev")))
+    cfg = DataConfig(source="files", sources=_sources(tmp_path), decontam=decontam, max_prompt_tokens=100_000,
+                     max_demo_tokens=100_000)
     report: dict = {}
     ds = curate.run(curate.load_source(cfg, report), cfg, tokenizer=micro_tokenizer, report=report)
     # 9 rows in; algebra/2 duplicates algebra/1; geo/4 (math500) and aime-2 (aime24) contaminated;
@@ -143,9 +144,9 @@ def test_curate_dedups_decontaminates_verifies_and_reports(tmp_path, micro_token
 
 
 def test_reference_filters_keep_every_row_and_count_what_each_filter_would_drop(tmp_path, micro_tokenizer):
-    cfg = DataConfig(source="files", sources=_sources(tmp_path), eval_data_dir=str(_eval_dir(tmp_path / "ev")),
-                     decontaminate=["aime24", "math500"], max_prompt_tokens=100_000, max_demo_tokens=100_000,
-                     filters="reference")
+    decontam = DecontamConfig(suites=["aime24", "math500"], data_dir=str(_eval_dir(tmp_path / "ev")))
+    cfg = DataConfig(source="files", sources=_sources(tmp_path), decontam=decontam, max_prompt_tokens=100_000,
+                     max_demo_tokens=100_000, filters="reference")
     report: dict = {}
     ds = curate.run(curate.load_source(cfg, report), cfg, tokenizer=micro_tokenizer, report=report)
     # the same 9 rows as above: nothing dropped; the counts of the default filters are reported
@@ -204,7 +205,7 @@ def test_demo_fraction_keeps_prompts_and_prefixes_gives_them_no_hybrid(tmp_path,
     rows = [{"problem": f"Compute {i} plus {i}.", "solution": f"It is $\\boxed{{{2 * i}}}$.", "answer": str(2 * i)}
             for i in range(1, 9)]
     cfg = DataConfig(source="files", sources=[{"path": str(_jsonl(tmp_path / "d.jsonl", rows)), "format": "aime"}],
-                     decontaminate=[], demo_fraction=0.25)
+                     decontam=DecontamConfig(suites=[]), demo_fraction=0.25)
     report: dict = {}
     ds = curate.run(curate.load_source(cfg, report), cfg, tokenizer=micro_tokenizer, report=report)
     # 8 prompts kept; round(0.25 * 8) = 2 keep their demonstration, 6 do not
@@ -219,7 +220,8 @@ def test_demo_fraction_keeps_prompts_and_prefixes_gives_them_no_hybrid(tmp_path,
 
 def test_input_fingerprint_changes_when_a_source_file_changes(tmp_path):
     path = _jsonl(tmp_path / "a.jsonl", [{"problem": "p", "solution": "$\\boxed{1}$", "answer": "1"}])
-    cfg = DataConfig(source="files", sources=[{"path": str(path), "format": "aime"}], decontaminate=[])
+    cfg = DataConfig(source="files", sources=[{"path": str(path), "format": "aime"}],
+                     decontam=DecontamConfig(suites=[]))
     before = curate.input_fingerprint(cfg)
     assert before == curate.input_fingerprint(cfg) and curate.input_fingerprint(DataConfig()) == []
     _jsonl(path, [{"problem": "p", "solution": "$\\boxed{2}$", "answer": "2"}, {"problem": "q"}])
