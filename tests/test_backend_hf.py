@@ -287,17 +287,32 @@ def test_shared_prompt_rollouts_match_per_row_prompts():
 
 
 def test_finished_rows_and_positions_nobody_attends_to_leave_the_cache():
-    # the hybrid row (30-token prefix, budget 1) finishes at the first step; the row without a prefix then
-    # decodes alone, and the 30 prefix positions in front of it, masked for it, are dropped with the row
-    # (the prompt is kept once per group: the masks below cover the rows' own positions)
-    backend = _backend()
+    # per-row prompts (no cascade): the hybrid row (30-token prefix, budget 1) finishes at the first step;
+    # the row without a prefix then decodes alone, and the 30 prefix positions in front of its prompt,
+    # masked for it, are dropped with the finished row
+    backend = TransformersBackend(tiny_qwen2(vocab_size=40), pad_token_id=0, shared_prompt=False)
     calls = []
     forward = backend._forward
     backend._forward = lambda ids, mask, *a: calls.append((tuple(ids.shape), mask.shape[1])) or forward(ids, mask, *a)
     reqs = [GenerationRequest([5, 6, 7], [], 4, seed=0), GenerationRequest([5, 6, 7], list(range(10, 40)), 1, seed=1)]
     outs = backend.generate(reqs, SamplingParams(1.0))
     assert [len(o.token_ids) for o in outs] == [4, 1]
-    assert calls == [((1, 3), 3), ((1, 30), 30), ((1, 1), 2), ((1, 1), 3), ((1, 1), 4)]
+    assert calls == [((1, 3), 3), ((1, 30), 33), ((1, 1), 4), ((1, 1), 5), ((1, 1), 6)]
     alone = backend.generate(reqs[:1], SamplingParams(1.0))[0]
     assert alone.token_ids == outs[0].token_ids
     assert torch.allclose(torch.tensor(alone.logprobs), torch.tensor(outs[0].logprobs), atol=1e-6)
+
+
+def test_cascade_keeps_prefixes_out_of_the_rows_own_caches():
+    # with the prompt kept once per group, a prefix is a part of its own: the rows' own caches hold only
+    # sampled tokens (mask widths 1, 2, 3 at the decode steps, not 30 + s), for hybrid rows too
+    backend = _backend()
+    calls = []
+    forward = backend._forward
+    backend._forward = lambda ids, mask, *a: calls.append((tuple(ids.shape), mask.shape[1])) or forward(ids, mask, *a)
+    reqs = [GenerationRequest([5, 6, 7], [], 3, seed=0), GenerationRequest([5, 6, 7], list(range(10, 40)), 3, seed=1)]
+    outs = backend.generate(reqs, SamplingParams(1.0))
+    assert calls == [((1, 3), 3), ((1, 30), 30), ((2, 1), 1), ((2, 1), 2)]
+    for r, o in zip(reqs, outs):
+        assert torch.allclose(torch.tensor(o.logprobs), torch.tensor(_reference_logprobs(backend.model, r, o)),
+                              atol=1e-5)

@@ -13,6 +13,11 @@ head, are stacked along the query axis, so the prompt part is one attention call
 the prompt's KV once for the whole group. Multi-token forwards (the prefix prefill) read the prompt per
 row: they run once per rollout.
 
+A hybrid row's demonstration prefix, prefilled once, is a third part ([Hb, Hkv, W, D], hybrid rows
+only) merged the same way, rather than positions of the row's own cache: the own caches are one
+rectangle, so every row would otherwise carry the longest prefix's width W as masked positions, and
+attention over them cost a third of a Prefix-RFT rollout (docs/performance.md).
+
 The attention function is registered with transformers' `AttentionInterface` under NAME and falls back
 to transformers' SDPA attention whenever no `shared_prompt` keyword reaches it, so switching a model to
 it changes nothing outside a rollout.
@@ -21,7 +26,7 @@ it changes nothing outside a rollout.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -45,6 +50,12 @@ class SharedPrompt:
     slot: torch.Tensor
     width: int
     own: torch.Tensor | None = None
+    # demonstration prefixes, kept apart from the rows' own caches so that rows without one do not attend
+    # over the longest prefix's width as masked positions at every decode step
+    pre_keys: list[torch.Tensor] | None = None  # per layer [Hb, Hkv, W, D], one per row with a prefix
+    pre_values: list[torch.Tensor] | None = None
+    pre_valid: torch.Tensor | None = None  # [Hb, W] bool (False at left padding)
+    pre_row: torch.Tensor | None = None  # [A] the row's prefix (in batch order), -1 for rows without one
 
     @classmethod
     def build(cls, keys, values, valid, group: torch.Tensor) -> "SharedPrompt":
@@ -58,12 +69,35 @@ class SharedPrompt:
         return cls(keys, values, valid, group, group * width + within, width)
 
     def select(self, index: torch.Tensor) -> "SharedPrompt":
-        """The same prompts for a subset of the batch rows (finished rows dropped, a sub-batch)."""
-        return SharedPrompt(self.keys, self.values, self.valid, self.group[index], self.slot[index], self.width)
+        """The same prompts for a subset of the batch rows (finished rows dropped, a sub-batch); `index`
+        ascending. Prefixes of rows that leave are dropped (copied only when one does)."""
+        out = SharedPrompt(self.keys, self.values, self.valid, self.group[index], self.slot[index], self.width)
+        if self.pre_row is None:
+            return out
+        row = self.pre_row[index]
+        has = row >= 0
+        if not bool(has.any()):
+            return out
+        kept = row[has]
+        same = len(kept) == len(self.pre_valid)  # no prefixed row left: nothing to copy
+        pick = (lambda t: t) if same else (lambda t: t[kept])
+        new_row = torch.full_like(row, -1)
+        new_row[has] = torch.arange(len(kept), device=row.device)
+        return replace(out, pre_keys=[pick(k) for k in self.pre_keys], pre_values=[pick(v) for v in self.pre_values],
+                       pre_valid=pick(self.pre_valid), pre_row=new_row)
 
     def with_own(self, mask: torch.Tensor) -> "SharedPrompt":
         """This batch with `mask` [A, S] (1 = real position) over the rows' own positions."""
-        return SharedPrompt(self.keys, self.values, self.valid, self.group, self.slot, self.width, mask.bool())
+        return replace(self, own=mask.bool())
+
+    def with_prefixes(self, keys: list[torch.Tensor], values: list[torch.Tensor], valid: torch.Tensor,
+                      rows: torch.Tensor, n: int) -> "SharedPrompt":
+        """Add the prefixes of batch rows `rows` (ascending; [Hb]): per layer KV [Hb, Hkv, W, D], valid
+        [Hb, W]; `n` rows in the batch."""
+        assert bool((rows[1:] > rows[:-1]).all()), "rows must be ascending"
+        pre_row = torch.full((n,), -1, dtype=torch.long, device=rows.device)
+        pre_row[rows] = torch.arange(len(rows), device=rows.device)
+        return replace(self, pre_keys=keys, pre_values=values, pre_valid=valid.bool(), pre_row=pre_row)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
@@ -126,9 +160,17 @@ def cascade_attention(module, query, key, value, attention_mask, dropout: float 
     o_p = o_p.view(g, hkv, sp.width, rep, d).permute(0, 2, 1, 3, 4).reshape(g * sp.width, hkv, rep, d)[sp.slot]
     l_p = l_p.view(g, hkv, sp.width, rep).permute(0, 2, 1, 3).reshape(g * sp.width, hkv, rep)[sp.slot]
     o_s, l_s = attend(q, key, value, _bias(own), scale)  # [A, Hkv, rep, (D)]
-    m = torch.maximum(l_p, l_s)
-    w_p, w_s = torch.exp(l_p - m), torch.exp(l_s - m)  # [A, Hkv, rep]
-    out = (o_p * w_p[..., None] + o_s * w_s[..., None]) / (w_p + w_s)[..., None]
+    parts = [(o_p, l_p), (o_s, l_s)]
+    if sp.pre_row is not None:  # rows with a demonstration prefix also attend over it (a third part)
+        rows = (sp.pre_row >= 0).nonzero().squeeze(-1)  # [Hb], in prefix order
+        o_f, l_f = attend(q[rows], sp.pre_keys[layer], sp.pre_values[layer],
+                          _bias(sp.pre_valid)[:, None, None, :], scale)  # [Hb, Hkv, rep, (D)]
+        o_all, l_all = torch.zeros_like(o_s), torch.full_like(l_s, float("-inf"))
+        o_all[rows], l_all[rows] = o_f.to(o_all.dtype), l_f
+        parts.append((o_all, l_all))
+    m = torch.stack([lse for _, lse in parts]).amax(0)  # [A, Hkv, rep]
+    ws = [torch.exp(lse - m) for _, lse in parts]
+    out = sum(o * w[..., None] for (o, _), w in zip(parts, ws)) / sum(ws)[..., None]
     return out.to(query.dtype).reshape(a, 1, hq, d), None
 
 

@@ -266,7 +266,9 @@ class TransformersBackend:
         width W, so every hybrid row's last position is its last prefix token; pads are masked. When the
         cache supports it only hybrid rows are forwarded, and the other rows get W masked positions in
         front of their prompt; otherwise every row is forwarded, rows without a prefix fully masked.
-        Returns the next-token logits [R, V], the attention mask [R, P + W] and the next positions [R]."""
+        Under cascade attention (`shared`) the prefixes become the shared prompt's prefix part instead
+        (pipeline/backends/cascade.py) and the rows' own caches stay empty. Returns the next-token logits
+        [R, V], the attention mask, the next positions [R] and `shared`."""
         from transformers import DynamicCache
 
         dev = logits.device
@@ -282,7 +284,10 @@ class TransformersBackend:
             sub.layers = [layer.take_rows(rows, cache.get_seq_length() + ids.shape[1]) for layer in cache.layers]
         out, sub_mask, sub = self._prefill(ids, pmask, pos, sub, past_mask=mask[rows],
                                            shared=None if shared is None else shared.select(rows))
-        if spliced:
+        if spliced and shared is not None and mask.shape[1] == 0:  # own caches empty: prefixes become their own part
+            shared = shared.with_prefixes([layer.keys for layer in sub.layers], [layer.values for layer in sub.layers],
+                                          pmask, rows, len(reqs))
+        elif spliced:
             for layer, part in zip(cache.layers, sub.layers):
                 layer.splice_rows(rows, part)
             mask = torch.cat([mask.new_zeros((mask.shape[0], ids.shape[1])), mask], dim=-1)
@@ -292,7 +297,7 @@ class TransformersBackend:
         has = flen[rows] > 0
         logits = logits.clone()
         logits[rows[has]] = out[has]
-        return logits, mask, next_pos + flen
+        return logits, mask, next_pos + flen, shared
 
     def _generate_chunk(self, reqs: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
         from transformers import DynamicCache
@@ -328,7 +333,7 @@ class TransformersBackend:
             cache.batch_select_indices(select)
             mask = mask[select]  # [R, P]
         if prefill:
-            logits, mask, next_pos = self._prefill_prefixes(reqs, cache, logits, mask, next_pos, shared)
+            logits, mask, next_pos, shared = self._prefill_prefixes(reqs, cache, logits, mask, next_pos, shared)
 
         forced = torch.full((n, max(1, int(flen.max()))), self.pad_token_id, dtype=torch.long, device=dev)
         for i, r in enumerate(reqs):
@@ -379,7 +384,7 @@ class TransformersBackend:
                     cache.batch_select_indices(keep)
                 active, next_pos, tok, live = active[keep], next_pos[keep], tok[keep], live[keep]
                 shared = None if shared is None else shared.select(keep)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)  # (a [R, 0] own mask too)
             logits, cache = self._forward(tok[:, None], mask, next_pos[:, None], cache, shared)
             next_pos = next_pos + 1
 
