@@ -204,6 +204,13 @@ def validation_curve(run_dir: Path, val_suite: str) -> list[tuple[int, float]]:
     return [(r["step"], r[key]) for r in rows if r.get(key) is not None]
 
 
+def still_rising(curve: list[tuple[int, float]], selected: int) -> bool:
+    """True when the selected (best validated) checkpoint is one of the last two validation points: the
+    run was still improving when its budget ran out, so it is not converged at this budget."""
+    steps = sorted(s for s, _ in curve)
+    return len(steps) >= 2 and selected >= steps[-2]
+
+
 def select_step(curve: list[tuple[int, float]]) -> int:
     """The validated step with the best accuracy (the earliest among ties: the cheaper checkpoint)."""
     if not curve:
@@ -260,6 +267,7 @@ def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str
             "rollout_tokens": mean_std([r.compute.get("rollout_tokens", 0.0) for r in rs])[0],
             "wall_seconds": mean_std([r.wall_seconds for r in rs])[0],
             "curves": {str(r.seed): r.curve for r in rs},
+            "still_rising": sum(still_rising(r.curve, r.selected_step) for r in rs),
         }
     return out
 
@@ -268,20 +276,26 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
     methods = agg["methods"]
     levels = sorted({lv for v in methods.values() for lv in v["by_level"]}, key=int)
     head = ["method", "lr", "held-out acc. (mean ± std)", *[f"L{lv}" for lv in levels], "selected step(s)",
-            "compute (PFLOP)", "rollout tokens", "wall s"]
+            "still rising", "compute (PFLOP)", "rollout tokens", "wall s"]
     lines = [header, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if agg.get("base"):
         b = agg["base"]
         lines.append("| base policy | - | " + f"{100 * b['accuracy']:.1f}" + " | "
                      + " | ".join(f"{100 * b.get('accuracy_by_level', {}).get(lv, float('nan')):.1f}" for lv in levels)
-                     + " | - | - | - | - |")
+                     + " | - | - | - | - | - |")
     for v in methods.values():
         cells = [v["label"], f"{v['lr']:g}", f"{100 * v['accuracy']:.1f} ± {100 * v['accuracy_std']:.1f}",
                  *[f"{100 * v['by_level'][lv][0]:.1f} ± {100 * v['by_level'][lv][1]:.1f}" if lv in v["by_level"]
                    else "-" for lv in levels],
-                 ",".join(map(str, v["selected_steps"])), f"{v['total_flops'] / 1e15:.3f}",
-                 f"{v['rollout_tokens']:.0f}", f"{v['wall_seconds']:.0f}"]
+                 ",".join(map(str, v["selected_steps"])), f"{v['still_rising']}/{len(v['seeds'])}",
+                 f"{v['total_flops'] / 1e15:.3f}", f"{v['rollout_tokens']:.0f}", f"{v['wall_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    rising = [v["label"] for v in methods.values() if v["still_rising"]]
+    if rising:
+        lines += ["", f"**Not converged at this budget: {', '.join(rising)}.** \"still rising\" counts the seeds whose "
+                  "best validated checkpoint was one of their last two validation points: accuracy was still "
+                  "going up when the budget ran out. Compare these rows at a larger budget (`--preset full`, or "
+                  "raise the RL steps) before drawing conclusions from them."]
     return "\n".join(lines) + "\n"
 
 

@@ -74,7 +74,7 @@ def main() -> int:
         weight_decay=spec["weight_decay"], adam_beta1=spec["betas"][0], adam_beta2=spec["betas"][1],
         adam_epsilon=spec["eps"], max_grad_norm=spec["max_grad_norm"], lr_scheduler_type="constant",
         warmup_steps=0, beta=0.0, loss_type="dr_grpo", scale_rewards="none", epsilon=0.2, num_iterations=1,
-        max_steps=spec["steps"], shuffle_dataset=False, use_cpu=True, bf16=False, logging_steps=1,
+        max_steps=spec["steps"], shuffle_dataset=False, use_cpu=True, bf16=bool(spec.get("bf16")), logging_steps=1,
         report_to="none", save_strategy="no", disable_tqdm=True, seed=spec["seed"], dataloader_num_workers=0,
         gradient_checkpointing=False,  # TRL 1.x turns it on by default; ours is off, so off on both sides
     )

@@ -78,8 +78,21 @@ def test_aggregate_and_table():
     v = agg["methods"]["rft"]
     assert v["accuracy"] == pytest.approx(0.4) and v["accuracy_std"] == pytest.approx(math.sqrt(0.02))
     md = cm.results_markdown(agg, "# t")
-    assert "| RFT (Dr. GRPO) | 0.0001 | 40.0 ± 14.1 | 40.0 ± 14.1 | 8,8 | 2.000 | 100 | 10 |" in md
+    assert "| RFT (Dr. GRPO) | 0.0001 | 40.0 ± 14.1 | 40.0 ± 14.1 | 8,8 | 2/2 | 2.000 | 100 | 10 |" in md
     assert "| base policy | - | 10.0 | 10.0 |" in md
+    assert "Not converged at this budget: RFT (Dr. GRPO)." in md  # best at the last validation point
+
+
+def test_runs_still_rising_at_the_end_of_their_budget_are_flagged():
+    assert cm.still_rising([(2, 0.1), (4, 0.2), (6, 0.3)], 6) and cm.still_rising([(2, 0.1), (4, 0.3), (6, 0.2)], 4)
+    assert not cm.still_rising([(2, 0.1), (4, 0.3), (6, 0.2), (8, 0.2)], 4)  # peaked, then fell or stayed
+    assert not cm.still_rising([(2, 0.4)], 2)  # one point says nothing
+    rs = [cm.RunResult("sft", s, 0.4, {}, None, 1.0, curve, lr=3e-4, selected_step=sel)
+          for s, (curve, sel) in enumerate((([(10, 0.2), (20, 0.3), (30, 0.25)], 20),
+                                            ([(10, 0.3), (20, 0.2), (30, 0.2)], 10)))]
+    agg = cm.aggregate(rs, None)
+    assert agg["methods"]["sft"]["still_rising"] == 1
+    assert "| 20,10 | 1/2 |" in cm.results_markdown(agg, "# t")
 
 
 VAL = {1e-4: [0.2, 0.6], 3e-4: [0.5, 0.4], 3e-5: [0.1, 0.1]}  # lr -> validation at steps 4, 8
