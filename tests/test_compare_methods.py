@@ -78,7 +78,7 @@ def test_aggregate_and_table():
     v = agg["methods"]["rft"]
     assert v["accuracy"] == pytest.approx(0.4) and v["accuracy_std"] == pytest.approx(math.sqrt(0.02))
     md = cm.results_markdown(agg, "# t")
-    assert "| RFT (Dr. GRPO) | 0.0001 | 40.0 ± 14.1 | 40.0 ± 14.1 | 8,8 | 2/2 | 2.000 | 100 | 10 |" in md
+    assert "| RFT (Dr. GRPO) | 0.0001 | 40.0 ± 14.1 | 40.0 ± 14.1 | 8,8 | 2/2 | 2000.00 | 100 | 10 |" in md
     assert "| base policy | - | 10.0 | 10.0 |" in md
     assert "Not converged at this budget: RFT (Dr. GRPO)." in md  # best at the last validation point
 
