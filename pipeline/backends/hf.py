@@ -372,7 +372,7 @@ class TransformersBackend:
             if not bool(live.any()):
                 break
             dead = len(live) - int(live.sum())
-            if dead and dead * 8 >= len(live):  # compact in batches: each compaction copies the whole cache
+            if dead and dead * 8 >= len(live):  # compact in batches: each compaction copies every kept row's cache
                 keep = live.nonzero().squeeze(-1)
                 mask = mask[keep]
                 drop = _leading_masked(mask) if spliced else 0
