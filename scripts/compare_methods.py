@@ -100,7 +100,7 @@ LRS = (3e-5, 1e-4, 3e-4)
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"rl_steps": 6, "seeds": (0,), "lrs": (1e-4,), "eval": ("eval.samples_per_problem=1",),
               "val_problems": 60},
-    # default: sized to fit ~90 min on an idle 2-core machine for both tasks (an estimate; docs/results.md)
+    # default: meant to fit 90 min for both tasks on a 2-core machine; measured ~60 + ~65 min (docs/results.md)
     "default": {"rl_steps": 10, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "val_problems": 100},
     "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "val_problems": 100000},
 }

@@ -79,7 +79,7 @@ class SharedPrompt:
         if not bool(has.any()):
             return out
         kept = row[has]
-        same = len(kept) == len(self.pre_valid)  # no prefixed row left: nothing to copy
+        same = len(kept) == len(self.pre_valid)  # every prefixed row stays: nothing to copy
         pick = (lambda t: t) if same else (lambda t: t[kept])
         new_row = torch.full_like(row, -1)
         new_row[has] = torch.arange(len(kept), device=row.device)
