@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from pipeline.precision import effective
+
 
 def _cuda() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_initialized()
@@ -117,7 +119,7 @@ def update_flops(model: Any, tokens: int, sequences: int, seconds: float, precis
     device = next(getattr(model, "module", model).parameters()).device.type
     context = tokens / max(1, sequences) / 2  # causal: on average half the sequence is attended to
     flops = forwards * tokens * forward_flops_per_token(model, context)
-    peak = measured_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32)
+    peak = measured_peak_flops(device, torch.bfloat16 if effective(precision, device) == "bf16" else torch.float32)
     achieved = flops / max(seconds, 1e-9)
     return {"model_flops": flops, "flops_per_s": round(achieved, 1), "peak_flops_per_s": round(peak, 1),
             "mfu": float(f"{achieved / peak:.4g}")}

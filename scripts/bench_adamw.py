@@ -30,17 +30,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from pipeline.embedded.build import random_model
 
-    from pipeline.embedded.build import PRESETS
-
-    spec = PRESETS[args.preset]  # the embedded model's shapes; no build needed (weights are random)
-    config = Qwen2Config(vocab_size=spec.vocab_size, hidden_size=spec.hidden_size,
-                         intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
-                         num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
-                         tie_word_embeddings=True)
-    torch.manual_seed(0)
-    base = Qwen2ForCausalLM(config)
+    base = random_model(args.preset)  # the embedded model's shapes; no build needed (weights are random)
     grads = [torch.randn_like(p) * 1e-3 for p in base.parameters()]
     params = {}
     opts = {}

@@ -113,6 +113,8 @@ def main() -> int:
                     help="bf16: autocast on both sides (ours: generate/update.precision; TRL: bf16=True)")
     ap.add_argument("--trl-python", default=str(ROOT / ".venv-trl" / "bin" / "python"))
     args = ap.parse_args()
+    if args.precision == "bf16":  # equal work: our side would fall back to fp32 on a CPU without native bf16
+        os.environ["PREFIX_RFT_CPU_BF16"] = "1"  # (pipeline/precision.py) while TRL's keeps emulating bf16
     if not Path(args.trl_python).exists():
         print(f"error: --trl-python {args.trl_python} does not exist; create it with `python -m venv .venv-trl && "
               ".venv-trl/bin/pip install torch==2.13.0+cpu trl`", file=sys.stderr)

@@ -5,7 +5,6 @@ loop (backward per micro-batch, clip and AdamW once per mini-batch).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.precision import autocast as precision_autocast
 from pipeline.batching import MicroBatch, MiniSizes, Plan
 from pipeline.config import ObjectiveConfig, UpdateConfig
 from pipeline.distributed import clip_grad_norm, gradient_sync
@@ -34,9 +34,7 @@ class UpdateContext:
 
 
 def _autocast(cfg: UpdateConfig, model: Any):
-    if cfg.precision == "bf16":
-        return torch.autocast(device_type=next(model.parameters()).device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return precision_autocast(cfg.precision, next(model.parameters()).device)
 
 
 def separate_old_pass(cfg: UpdateConfig, step_gate: bool) -> bool:

@@ -15,12 +15,12 @@ request's sample does not depend on which other requests share its batch (up to 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Any
 
 import torch
 
+from pipeline.precision import autocast as precision_autocast
 from pipeline.backends import Completion, GenerationRequest, SamplingParams
 from pipeline.backends.cascade import NAME as CASCADE
 from pipeline.backends.cascade import SharedPrompt
@@ -216,9 +216,7 @@ class TransformersBackend:
         pass
 
     def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self._device().type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return precision_autocast(self.precision, self._device())
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device

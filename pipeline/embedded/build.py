@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline import cache
+from pipeline import cache, precision
 from pipeline.embedded import task
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def warm_start(model, tokenizer, spec: EmbeddedSpec) -> list[float]:
             g["lr"] = spec.sft_lr * lr_scale
         ids, mask, labels = _sft_batch(tokenizer, pools, spec.sft_level_weights, rng, spec.sft_batch_size,
                                        spec.sft_sloppy_fraction, mod)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with precision.autocast("bf16", "cpu"):
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -208,6 +208,20 @@ def level_report(model, tokenizer, spec: EmbeddedSpec) -> dict[str, float]:
         vals = [s[0] for s, l in zip(scores, item_levels) if l == lv]
         report[f"level_{lv}"] = round(sum(vals) / max(1, len(vals)), 4)
     return report
+
+
+def random_model(preset: str, seed: int = 0):
+    """A model of an embedded preset's shapes with random weights (no build, no tokenizer): for benchmarks that
+    time arithmetic, not answers."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    spec = PRESETS[preset]
+    config = Qwen2Config(vocab_size=spec.vocab_size, hidden_size=spec.hidden_size,
+                         intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
+                         num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
+                         tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(config)
 
 
 def build(spec: EmbeddedSpec, out_dir: Path, preset: str) -> None:

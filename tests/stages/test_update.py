@@ -124,7 +124,9 @@ def test_zero_advantage_and_no_entropy_bonus_means_no_update():
 @pytest.mark.parametrize("objective", [ObjectiveConfig(), ObjectiveConfig(prefix_loss="shaped", gate="all"),
                                        ObjectiveConfig(prefix_loss="nll", advantage="exclude_hybrid")])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_fused_reference_logprobs_equal_the_separate_pass_bit_for_bit(objective, precision):
+def test_fused_reference_logprobs_equal_the_separate_pass_bit_for_bit(objective, precision, monkeypatch):
+    # bf16 even on a CPU that only emulates it (pipeline/precision.py would compute in fp32 there)
+    monkeypatch.setattr("pipeline.precision.cpu_bf16_is_native", lambda: True)
     # one mini-batch: old_logp = logp.detach() from the update's own forward is the pre-update policy,
     # so skipping the separate no-grad pass changes neither the weights nor the logged statistics
     assert not update.separate_old_pass(UpdateConfig(), step_gate=False)
