@@ -66,6 +66,15 @@ def test_inherit_merges_sections(tmp_path):
     assert cfg.train.seed == base.train.seed and cfg.prefixes == base.prefixes
 
 
+def test_a_bare_section_in_a_child_keeps_the_parents(tmp_path):
+    # `update:` with nothing under it is YAML null: it changes nothing (it used to wipe the parent's section)
+    child = tmp_path / "child.yaml"
+    child.write_text("inherit: compare_toy\nupdate:\ndata:\n  toy:\n")
+    cfg, base = load_config(str(child)), load_config("compare_toy")
+    assert cfg.update.micro_batch_tokens == base.update.micro_batch_tokens == 12288
+    assert cfg.data.toy.levels == base.data.toy.levels == [2, 3, 4, 5, 6]
+
+
 def test_round_trip_through_yaml(tmp_path):
     cfg = load_config("quickstart", ["train.seed=5"])
     path = tmp_path / "c.yaml"

@@ -152,12 +152,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """`top` over `base`, mappings merged recursively (nested sections such as update.lora too); copies."""
-    out = {k: _merge(v, {}) if isinstance(v, dict) else v for k, v in base.items()}
+def merge_recipes(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, mappings merged recursively (nested sections such as update.lora too); copies. A
+    null section in `top` (a bare `update:` in YAML) changes nothing: it does not wipe `base`'s section."""
+    out = {k: merge_recipes(v, {}) if isinstance(v, dict) else v for k, v in base.items()}
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        if isinstance(out.get(key), dict) and (value is None or isinstance(value, dict)):
+            out[key] = merge_recipes(out[key], value or {})
         else:
             out[key] = value
     return out
@@ -176,14 +177,14 @@ def read_recipe(config: str, _seen: tuple[str, ...] = ()) -> tuple[dict[str, Any
         if not isinstance(parent, str):
             raise ConfigError(f"{path}: `inherit` must name a recipe, got {parent!r}")
         base, _ = read_recipe(parent, _seen + (str(path.resolve()),))
-        raw = _merge(base, raw)
+        raw = merge_recipes(base, raw)
     return raw, str(path)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `section.field=value` strings (values parsed as YAML) to a raw recipe mapping; an old key name
     is moved to its new one (see `renamed`)."""
-    out = _merge(migrate(raw, "config"), {})
+    out = merge_recipes(migrate(raw, "config"), {})
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.field=value")
