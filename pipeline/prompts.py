@@ -10,7 +10,8 @@ templates.
 
 Rollouts stop at any of: the tokenizer's eos, the eos ids of config.json and generation_config.json,
 and the token the chat template closes an assistant turn with (Qwen2.5-Math-7B's tokenizer and
-generation config name only `<|endoftext|>`, while its template ends a turn with `<|im_end|>`).
+config.json name only `<|endoftext|>`, while its template ends a turn with `<|im_end|>`; Qwen's own
+evaluation stops at both, as we do).
 """
 
 from __future__ import annotations

@@ -31,10 +31,14 @@ def test_llama31_template_always_opens_with_a_system_header():
                     "\n\nWhat is 2+3?\n" + INSTRUCTION + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
 
 
+# generation_config.json of Qwen2.5-Math-7B could not be read offline: a single 151643 and [151645, 151643] both
+# fit its published size. Either way rollouts must stop at both ids, as Qwen's own evaluation harness does
+# (QwenLM/Qwen2.5-Math evaluation/math_eval.py: stop_token_ids [151645, 151643] for every qwen2 model).
+@pytest.mark.parametrize("generation_eos", [QWEN_MATH_CONFIG_EOS, [151645, 151643]])
 @pytest.mark.parametrize("eos", ["<|endoftext|>", "<|im_end|>"])
-def test_qwen_math_rollouts_stop_at_im_end_although_the_configs_name_only_endoftext(eos, tmp_path):
+def test_qwen_math_rollouts_stop_at_im_end_although_the_configs_name_only_endoftext(eos, generation_eos, tmp_path):
     tok = qwen_math_tokenizer(eos, tmp_path)
-    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": QWEN_MATH_CONFIG_EOS}))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": generation_eos}))
     assert end_of_turn_ids(tok)[0] == 151645
     assert stop_token_ids(tok) == [151643, 151645]  # generation_config.json read from the tokenizer's folder
     config = Qwen2Config(eos_token_id=QWEN_MATH_CONFIG_EOS)
