@@ -3,7 +3,7 @@ way on a validation split, every RL method also started from the SFT model, and 
 improving when its budget ran out flagged as not converged (SFT included).
 
     python scripts/compare_methods.py --output-dir runs/compare [--preset quick|default|full]
-        [--tasks toy,countdown] [--methods a,b,...] [--seeds 0,1,2] [--dry-run] [section.field=value ...]
+        [--tasks toy,countdown] [--methods a,b,...] [--seeds 0,1,2] [--jobs 2] [--dry-run] [section.field=value ...]
 
 Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
 
@@ -15,37 +15,50 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   an RL step processes prompts x samples sequences once to generate and 3 forward-equivalents to update, an
   SFT step sft.batch_size demonstrations 3 forward-equivalents, so SFT runs R x ratio steps, ratio =
   prompts x samples x 4 / (sft.batch_size x 3) (10.7 at 32 x 8 against 32): 107 steps at the default
-  R = 10, which is not enough for SFT to converge on the chain task (the table says so), 533 at R = 50
-  (`full`). A row whose best validated checkpoint is one of its last two validation points is counted
-  as "still rising" in the table. The measured compute of every run is reported beside its accuracy, with wall
-  time as a second view. SFT -> X rows start from the selected SFT checkpoint of the same seed and are
-  charged the SFT run's compute plus their own.
-- Tuning: each method's learning rate (sft.lr for SFT, update.lr for the RL phase) is chosen from the same
-  three values (LRS) by the best validation accuracy on seed 0; seeds 1.. run at the chosen value. Every run
-  validates every R/5 steps (SFT: every tenth of its steps) on the validation suite (the preset's number of problems), and its checkpoint
-  with the best validation accuracy is the one evaluated on the held-out split. Nothing is chosen on held-out.
+  R = 10, which is not enough for SFT to converge on the chain task (its validation accuracy is still rising
+  at 320 steps; docs/results.md), 533 at R = 50 (`full`). A row whose best validated checkpoint is one of its
+  last two validation points is counted as "still rising" in the table. The measured compute of every run is
+  reported beside its accuracy, with wall time as a second view. SFT -> X rows start from the selected SFT
+  checkpoint of the same seed and are charged the SFT run's compute plus their own.
+- Tuning: each method's learning rate (update.lr for the RL phase) is chosen from the same three values (LRS;
+  SFT's sft.lr from SFT_LRS, the same grid moved up one point: on the chain task SFT at 1e-3 is ahead of 3e-4
+  at every validation point, docs/results.md) by the best validation accuracy on seed 0; seeds 1.. run at the
+  chosen value. Every run
+  validates every R/5 steps (SFT: every tenth of its steps) on the validation suite (the preset's number of
+  problems), and its checkpoint with the best validation accuracy is the one evaluated on the held-out split.
+  Nothing is chosen on held-out. The Prefix-RFT ablations (gate all / bottom / random, uniform schedule)
+  change one component at Prefix-RFT's chosen learning rate, as the paper's ablations change one component of
+  its tuned recipe (`default`); `full` sweeps them like every other method.
 - Rows: METHODS below. Prefix-RFT and its ablations are the base recipe itself.
+- Runs: --jobs at once (default: the preset's), each a subprocess with cpu_count / jobs threads; SFT runs get
+  a free slot first (the SFT -> X rows wait for them). Every run is its own process with its own seed, so the
+  numbers do not depend on --jobs (up to the threads' summation order); wall times do, and are comparable
+  within one command.
 
 Every run is a normal run directory, OUTPUT/<task>/runs/<method>/lr<lr>-seed<k>; an interrupted comparison
 resumes where it stopped (finished runs and evaluations are kept, a half-done run resumes itself). Writes
 per task OUTPUT/<task>/results.{json,md} (held-out mean ± std per level, selected step, compute, wall time)
 and accuracy_vs_compute.png, and OUTPUT/results.md for all tasks.
 
-Presets (measured/estimated times in docs/results.md): `quick` (seed 0, one learning rate, 6 RL steps, one
-evaluation sample: a smoke run of the harness, ranks nothing), `default` (3 seeds, the sweep, 10 RL steps,
-100 validation problems per task), `full` (3 seeds, the sweep, 50 RL steps, the whole validation split).
+Presets (times in docs/results.md): `quick` (seed 0, one learning rate, 6 RL steps, one evaluation sample: a
+smoke run of the harness, ranks nothing), `default` (3 seeds, the sweep, 10 RL steps, 100 validation problems
+per task, ablations at Prefix-RFT's learning rate, 2 jobs), `full` (3 seeds, the sweep for every row, 50 RL
+steps, the whole validation split, 2 jobs).
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import math
 import os
 import platform
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,8 +67,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipeline.config import (ConfigError, apply_overrides, config_from_dict, migrate, read_recipe,  # noqa: E402
-                             resolve_recipe_path)
+from pipeline.config import (ConfigError, apply_overrides, config_from_dict, merge_recipes, migrate,  # noqa: E402
+                             read_recipe, resolve_recipe_path)
 from pipeline.errors import UserError  # noqa: E402
 
 
@@ -67,6 +80,7 @@ class Method:
     label: str = ""
     prefix_rft: bool = False
     from_sft: bool = False  # starts from the selected checkpoint of the SFT run of the same seed
+    lr_of: str = ""  # an ablation: trains at this method's chosen LR unless the preset sweeps ablations too
 
 
 @dataclass(frozen=True)
@@ -86,23 +100,28 @@ METHODS: tuple[Method, ...] = (
     Method("sft-luffy", "luffy", label="SFT -> LUFFY", from_sft=True),
     Method("luffy", "luffy", label="LUFFY"),
     Method("prefix-rft", BASE, label="Prefix-RFT", prefix_rft=True),
-    Method("gate-all", BASE, ("objective.gate=all",), "Prefix-RFT, gate all", True),
-    Method("gate-bottom", BASE, ("objective.gate=bottom",), "Prefix-RFT, bottom-20% gate", True),
-    Method("gate-random", BASE, ("objective.gate=random",), "Prefix-RFT, random-20% gate", True),
-    Method("uniform", BASE, ("prefixes.schedule=uniform",), "Prefix-RFT, uniform schedule", True),
+    Method("gate-all", BASE, ("objective.gate=all",), "Prefix-RFT, gate all", True, lr_of="prefix-rft"),
+    Method("gate-bottom", BASE, ("objective.gate=bottom",), "Prefix-RFT, bottom-20% gate", True, lr_of="prefix-rft"),
+    Method("gate-random", BASE, ("objective.gate=random",), "Prefix-RFT, random-20% gate", True, lr_of="prefix-rft"),
+    Method("uniform", BASE, ("prefixes.schedule=uniform",), "Prefix-RFT, uniform schedule", True,
+           lr_of="prefix-rft"),
     Method("rl-sft-loss", "rl-sft-loss", label="RL w/ SFT loss"),  # not in the issue's rows: opt-in
 )
 BY_NAME = {m.name: m for m in METHODS}
 DEFAULT_METHODS = tuple(m.name for m in METHODS if m.name != "rl-sft-loss")
 TASKS = {"toy": Task("toy", "compare_toy", "toy", "toy_val"),
          "countdown": Task("countdown", "compare_countdown", "countdown", "countdown_val")}
-LRS = (3e-5, 1e-4, 3e-4)
+LRS = (3e-5, 1e-4, 3e-4)  # the RL phase's learning rates (update.lr)
+SFT_LRS = (1e-4, 3e-4, 1e-3)  # SFT's (sft.lr): the same three-point grid, centred where SFT's optimum lies
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"rl_steps": 6, "seeds": (0,), "lrs": (1e-4,), "eval": ("eval.samples_per_problem=1",),
-              "val_problems": 60},
-    # default: meant to fit 90 min for both tasks on a 2-core machine; measured ~60 + ~65 min (docs/results.md)
-    "default": {"rl_steps": 10, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "val_problems": 100},
-    "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "eval": (), "val_problems": 100000},
+              "val_problems": 60, "jobs": 1},
+    # default: sized for the 90-minute target (47 runs per task: the four ablations take Prefix-RFT's learning
+    # rate; 2 at once); at R = 10 SFT is still rising on the chain task, and the table flags it (docs/results.md)
+    "default": {"rl_steps": 10, "seeds": (0, 1, 2), "lrs": LRS, "sft_lrs": SFT_LRS, "eval": (), "val_problems": 100,
+                "sweep_ablations": False, "jobs": 2},
+    "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "sft_lrs": SFT_LRS, "eval": (), "val_problems": 100000,
+             "sweep_ablations": True, "jobs": 2},
 }
 VALIDATION_POINTS = 5
 SFT_VALIDATION_POINTS = 10
@@ -117,18 +136,6 @@ def _own_settings(recipe: str) -> dict[str, Any]:
     raw = migrate(yaml.safe_load(path.read_text()) or {}, str(path))
     raw.pop("inherit", None)
     return raw
-
-
-def _lay_over(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """`top` over `base`, mappings merged key by key (sections, and groups such as update.lora or data.toy);
-    an empty (null) mapping in `top` leaves `base`'s as it is."""
-    out = {k: _lay_over(v, {}) if isinstance(v, dict) else v for k, v in base.items()}
-    for key, value in top.items():
-        if isinstance(out.get(key), dict) and (value is None or isinstance(value, dict)):
-            out[key] = _lay_over(out[key], value or {})
-        else:
-            out[key] = value
-    return out
 
 
 def sft_steps_for(shared: dict[str, Any], rl_steps: int) -> int:
@@ -154,7 +161,7 @@ def method_config(method: Method, base: str, seed: int, overrides: list[str], *,
                           "compare_countdown, or leave the Prefix-RFT methods out with --methods")
     own = _own_settings(method.recipe) if method.recipe not in (BASE, base) else {}
     own.get("train", {}).pop("total_steps", None)  # the budget is the base's
-    raw = apply_overrides(_lay_over(shared, own), list(method.overrides))
+    raw = apply_overrides(merge_recipes(shared, own), list(method.overrides))
     sft = (raw.get("sft") or {}).get("mode") == "only"
     steps = sft_steps_for(shared, rl_steps) if sft else rl_steps
     every = max(1, steps // (SFT_VALIDATION_POINTS if sft else VALIDATION_POINTS))
@@ -222,17 +229,16 @@ def select_step(curve: list[tuple[int, float]]) -> int:
     return min(s for s, a in curve if a == best)
 
 
-def evaluate_checkpoint(checkpoint: Path, suite: str, out: Path, eval_overrides: list[str]) -> dict[str, Any]:
+def evaluate_checkpoint(checkpoint: Path, suite: str, out: Path, eval_overrides: list[str],
+                        priority: int = 0) -> dict[str, Any]:
     """Held-out evaluation of one checkpoint (evaluation.run in a subprocess; cached in `out`)."""
     summary = out / "summary.json"
     if not summary.is_file():
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "eval.log", "a") as log:
-            res = subprocess.run([sys.executable, "-m", "evaluation.run", "--model", str(checkpoint), "--suites", suite,
-                                  "--output-dir", str(out), *eval_overrides], stdout=log, stderr=subprocess.STDOUT,
-                                 cwd=REPO)
-        if res.returncode != 0:
-            raise UserError(f"evaluation of {checkpoint} failed (exit {res.returncode}); see {out}/eval.log")
+        rc = SLOTS.run([sys.executable, "-m", "evaluation.run", "--model", str(checkpoint), "--suites", suite,
+                        "--output-dir", str(out), *eval_overrides], out / "eval.log", priority)
+        if rc != 0:
+            raise UserError(f"evaluation of {checkpoint} failed (exit {rc}); see {out}/eval.log")
     return json.loads(summary.read_text())["suites"][suite]
 
 
@@ -253,7 +259,7 @@ def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str
     """Per method: accuracy mean ± std over seeds, per level, chosen LR, selected steps, compute, wall time."""
     out: dict[str, Any] = {"base": base, "methods": {}}
     for m in METHODS:
-        rs = [r for r in results if r.method == m.name]
+        rs = sorted((r for r in results if r.method == m.name), key=lambda r: r.seed)
         if not rs:
             continue
         acc, acc_sd = mean_std([r.accuracy for r in rs])
@@ -333,17 +339,52 @@ def plot(agg: dict[str, Any], out: Path, title: str) -> list[str]:
 # running
 
 
-def run_one(cfg_path: Path, run_dir: Path) -> None:
+class Slots:
+    """At most `jobs` training or evaluation subprocesses at once, each with cpu_count / jobs threads (unless
+    OMP_NUM_THREADS is set), so that runs never oversubscribe the machine. A free slot goes to the waiting
+    subprocess with the lowest priority number, first come first served among equals (SFT runs first: the
+    SFT -> X rows wait for them)."""
+
+    def __init__(self, jobs: int = 1):
+        self.jobs = max(1, jobs)
+        self.free = self.jobs
+        self.cond = threading.Condition()
+        self.queue: list[tuple[int, int]] = []  # (priority, ticket) of waiting subprocesses
+        self.tickets = 0
+        threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // self.jobs))
+        self.env = {**os.environ, "OMP_NUM_THREADS": threads}
+
+    def run(self, cmd: list[str], log_path: Path, priority: int = 0) -> int:
+        with self.cond:
+            me = (priority, self.tickets)
+            self.tickets += 1
+            heapq.heappush(self.queue, me)
+            self.cond.wait_for(lambda: self.free > 0 and self.queue[0] == me)
+            heapq.heappop(self.queue)
+            self.free -= 1
+            self.cond.notify_all()
+        try:
+            with open(log_path, "a") as log:
+                return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=self.env).returncode
+        finally:
+            with self.cond:
+                self.free += 1
+                self.cond.notify_all()
+
+
+SLOTS = Slots(1)
+
+
+def run_one(cfg_path: Path, run_dir: Path, priority: int = 0) -> None:
     """Train one run in a subprocess (its log in run_dir/train.log); a finished run is kept as it is."""
     if (run_dir / "summary.json").is_file():
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "train.log", "a") as log:
-        res = subprocess.run([sys.executable, "-m", "pipeline.train", "--config", str(cfg_path),
-                              "--output-dir", str(run_dir)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    if res.returncode != 0:
+    rc = SLOTS.run([sys.executable, "-m", "pipeline.train", "--config", str(cfg_path), "--output-dir", str(run_dir)],
+                   run_dir / "train.log", priority)
+    if rc != 0:
         tail = (run_dir / "train.log").read_text().splitlines()[-5:]
-        raise UserError(f"run {run_dir} failed (exit {res.returncode}); see {run_dir}/train.log:\n  "
+        raise UserError(f"run {run_dir} failed (exit {rc}); see {run_dir}/train.log:\n  "
                         + "\n  ".join(tail))
 
 
@@ -355,7 +396,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: list[Method], seeds: list[int],
-                  overrides: list[str]) -> str:
+                  overrides: list[str], jobs: int = 1) -> str:
     shared, _ = read_recipe(tasks[0].recipe)
     shared = apply_overrides(shared, overrides)
     sft_steps = sft_steps_for(shared, p["rl_steps"])
@@ -366,18 +407,24 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
         f"- budget: {p['rl_steps']} RL steps; SFT {sft_steps} steps at matched compute (RL step = prompts x samples "
         f"x {RL_FORWARDS:g} forward-equivalents per token, SFT step = batch x {SFT_FORWARDS:g}); SFT -> X rows add "
         "their RL steps to the SFT run they start from (charged both)",
-        f"- learning rate: chosen per method from {', '.join(f'{x:g}' for x in p['lrs'])} by best validation accuracy "
-        "on seed 0 (sft.lr for SFT, update.lr for the RL phase); other seeds use the chosen value",
+        f"- learning rate: chosen per method from {', '.join(f'{x:g}' for x in p['lrs'])} (update.lr of the RL phase; "
+        f"SFT's sft.lr from {', '.join(f'{x:g}' for x in p.get('sft_lrs', p['lrs']))}) by best validation accuracy "
+        "on seed 0; other seeds use the chosen value"
+        + ("" if p.get("sweep_ablations", True) else "; the Prefix-RFT ablations train at Prefix-RFT's chosen value"),
         f"- checkpoints: validation every {max(1, p['rl_steps'] // VALIDATION_POINTS)} RL steps / "
         f"{max(1, sft_steps // SFT_VALIDATION_POINTS)} SFT steps on the validation suite (up to "
         f"{p['val_problems']} problems); the best validated "
         "checkpoint of every run is evaluated on the held-out suite (never used for a choice)",
+        f"- runs: {jobs} at once, each with {SLOTS.env['OMP_NUM_THREADS']} thread(s)",
         f"- shared overrides: {' '.join(overrides) or '(none)'}",
     ])
 
 
 class Comparison:
-    """The plan of one task: runs in dependency order (SFT first, its chosen LR and checkpoints feed SFT -> X)."""
+    """The plan of one task. SFT runs first (its chosen LR and checkpoints feed SFT -> X); with `jobs` > 1 every
+    method's runs are submitted at once and Slots runs them `jobs` at a time, SFT's first, each SFT -> X row
+    starting when the SFT run of its seed is selected. Results do not depend on `jobs`: every run is its own
+    process with its own seed."""
 
     def __init__(self, task: Task, out: Path, preset: dict[str, Any], methods: list[Method], seeds: list[int],
                  overrides: list[str], dry_run: bool):
@@ -386,16 +433,25 @@ class Comparison:
         self.eval_overrides = ["eval.samples_per_problem=2", "eval.max_new_tokens=96", "eval.precision=bf16",
                                *[o for o in preset["eval"]], *[o for o in overrides if o.startswith("eval.")]]
         self.results: list[RunResult] = []
-        self.sft_selected: dict[int, tuple[Path, dict[str, float]]] = {}
+        self.sft_selected: dict[int, tuple[Path, tuple[Path, dict[str, float]]]] = {}
+        self.chosen_lr: dict[str, float] = {}
         self.count = 0
+        self.lock = threading.Lock()
 
     def run_dir(self, m: Method, lr: float, seed: int) -> Path:
         return self.out / "runs" / m.name / f"lr{lr:g}-seed{seed}"
 
+    def lrs(self, m: Method) -> tuple[float, ...]:
+        """The learning rates a method's sweep tries: its inherited one when it has one, else the preset's (SFT's
+        own grid for SFT)."""
+        if m.lr_of and not self.p.get("sweep_ablations", True) and any(x.name == m.lr_of for x in self.methods):
+            return (self.p["lrs"][0],) if self.dry_run else (self.chosen_lr[m.lr_of],)
+        return tuple(self.p.get("sft_lrs", self.p["lrs"]) if m.name == "sft" else self.p["lrs"])
+
     def train(self, m: Method, lr: float, seed: int) -> Path | None:
         sft_ckpt = None
         if m.from_sft and self.dry_run:
-            sft_ckpt = str(self.run_dir(BY_NAME["sft"], self.p["lrs"][0], seed) / "checkpoints" / "selected")
+            sft_ckpt = str(self.run_dir(BY_NAME["sft"], self.lrs(BY_NAME["sft"])[0], seed) / "checkpoints" / "selected")
         elif m.from_sft:
             if seed not in self.sft_selected:
                 raise UserError(f"{m.name} starts from the SFT model: include `sft` in --methods")
@@ -408,14 +464,19 @@ class Comparison:
         path = self.out / "configs" / f"{m.name}-lr{lr:g}-seed{seed}.yaml"
         _write(path, f"# {m.label} (lr {lr:g}, seed {seed}) for scripts/compare_methods.py\n"
                + yaml.safe_dump(raw, sort_keys=False))
-        self.count += 1
+        with self.lock:
+            self.count += 1
         d = self.run_dir(m, lr, seed)
         if self.dry_run:
             return None
         print(f"[{self.task.name}] {m.name} lr {lr:g} seed {seed}: "
               f"{'done' if (d / 'summary.json').is_file() else 'training'}", file=sys.stderr, flush=True)
-        run_one(path, d)
+        run_one(path, d, self.priority(m))
         return d
+
+    @staticmethod
+    def priority(m: Method) -> int:
+        return 0 if m.name == "sft" else 1 if m.from_sft else 2  # the critical path first
 
     def best_of(self, d: Path) -> tuple[int, float]:
         curve = validation_curve(d, self.task.val_suite)
@@ -425,30 +486,39 @@ class Comparison:
     def finish(self, m: Method, lr: float, seed: int, d: Path) -> None:
         step, _ = self.best_of(d)
         ckpt = d / "checkpoints" / f"step-{step:06d}"
-        held = evaluate_checkpoint(ckpt, self.task.suite, d / "eval" / "selected", self.eval_overrides)
+        held = evaluate_checkpoint(ckpt, self.task.suite, d / "eval" / "selected", self.eval_overrides,
+                                   self.priority(m))
         extra = None
         if m.from_sft:
             sft_dir, sft_compute = self.sft_selected[seed][1]
             extra = {**sft_compute, "wall_seconds": json.loads((sft_dir / "summary.json").read_text())["wall_seconds"]}
-        self.results.append(read_run(d, m.name, seed, lr, self.task, held, step, extra))
-        if m.name == "sft":
-            self.sft_selected[seed] = (ckpt, (d, json.loads((d / "summary.json").read_text())["compute"]))
+        with self.lock:
+            self.results.append(read_run(d, m.name, seed, lr, self.task, held, step, extra))
+            if m.name == "sft":
+                self.sft_selected[seed] = (ckpt, (d, json.loads((d / "summary.json").read_text())["compute"]))
+
+    def _each(self, fn, items: list[Any]) -> list[Any]:
+        """fn over items, concurrently when jobs > 1 (the subprocesses still queue for Slots)."""
+        if SLOTS.jobs == 1 or len(items) < 2:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(len(items)) as pool:
+            return list(pool.map(fn, items))
 
     def run_method(self, m: Method) -> None:
-        lrs = self.p["lrs"]
-        sweep = {lr: self.train(m, lr, self.seeds[0]) for lr in lrs}
+        lrs = self.lrs(m)
+        seed0 = self.seeds[0]
+        runs = self._each(lambda lr: self.train(m, lr, seed0), list(lrs))
         if self.dry_run:
-            for seed in self.seeds[1:]:
-                self.train(m, lrs[0], seed)
+            self._each(lambda seed: self.train(m, lrs[0], seed), self.seeds[1:])
             return
+        sweep = dict(zip(lrs, runs))
         lr = max(lrs, key=lambda x: (self.best_of(sweep[x])[1], -lrs.index(x)))  # first LR among ties
-        self.finish(m, lr, self.seeds[0], sweep[lr])
-        for seed in self.seeds[1:]:
-            self.finish(m, lr, seed, self.train(m, lr, seed))
+        self.chosen_lr[m.name] = lr
+        self.finish(m, lr, seed0, sweep[lr])
+        self._each(lambda seed: self.finish(m, lr, seed, self.train(m, lr, seed)), self.seeds[1:])
 
     def run(self) -> dict[str, Any] | None:
-        order = sorted(self.methods, key=lambda m: (m.name != "sft", m.from_sft))  # SFT first
-        if any(m.from_sft for m in order) and not any(m.name == "sft" for m in order):
+        if any(m.from_sft for m in self.methods) and not any(m.name == "sft" for m in self.methods):
             raise UserError("the SFT -> X methods start from the SFT model: include `sft` in --methods")
         # the base policy on the held-out suite, once per task
         base = None
@@ -456,12 +526,29 @@ class Comparison:
             shared, _ = read_recipe(self.task.recipe)
             model = (apply_overrides(shared, self.overrides).get("model") or {}).get("name_or_path", "embedded")
             base = evaluate_checkpoint(model, self.task.suite, self.out / "base_eval", self.eval_overrides)
-        for m in order:
-            self.run_method(m)
+        # dependencies: SFT -> X rows wait for SFT; rows that take another method's LR wait for that method
+        names = {m.name for m in self.methods}
+        waits = {m.name: ({"sft"} if m.from_sft else set())
+                 | ({m.lr_of} if m.lr_of in names and not self.p.get("sweep_ablations", True) else set())
+                 for m in self.methods}
+        order = sorted(self.methods, key=lambda m: (len(waits[m.name]) > 0, m.from_sft))  # SFT first
+        if SLOTS.jobs == 1:
+            for m in order:
+                self.run_method(m)
+        else:
+            futures: dict[str, Any] = {}
+            with ThreadPoolExecutor(len(order)) as pool:
+                for m in order:
+                    deps = [futures[d] for d in waits[m.name]]
+                    futures[m.name] = pool.submit(lambda m=m, deps=deps: ([f.result() for f in deps],
+                                                                         self.run_method(m)))
+                for f in futures.values():
+                    f.result()
         if self.dry_run:
             return None
         agg = aggregate(self.results, base)
-        agg.update(task=self.task.name, lrs=list(self.p["lrs"]), rl_steps=self.p["rl_steps"])
+        agg.update(task=self.task.name, lrs=list(self.p["lrs"]), sft_lrs=list(self.p.get("sft_lrs", self.p["lrs"])),
+                   rl_steps=self.p["rl_steps"])
         return agg
 
 
@@ -474,13 +561,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                     help="comma-separated, from: " + ", ".join(m.name for m in METHODS))
     ap.add_argument("--dry-run", action="store_true", help="write and validate every run's config, train nothing")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="runs at once, each with cpu_count/jobs threads (default: the preset's)")
     ap.add_argument("overrides", nargs="*", help="section.field=value applied to every run (the shared budget)")
     args = ap.parse_args(argv)
+    global SLOTS
     try:
         return _main(args)
     except (UserError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        SLOTS = Slots(1)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -497,8 +589,13 @@ def _main(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else list(preset["seeds"])
     except ValueError:
         raise UserError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    out = Path(args.output_dir)
-    protocol = protocol_text(args.preset, preset, tasks, methods, seeds, args.overrides)
+    jobs = args.jobs if args.jobs is not None else preset.get("jobs", 1)
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    global SLOTS
+    SLOTS = Slots(jobs)
+    out = Path(args.output_dir).resolve()  # the runs are subprocesses started in the repository root
+    protocol = protocol_text(args.preset, preset, tasks, methods, seeds, args.overrides, jobs)
     print(protocol, file=sys.stderr, flush=True)
     _write(out / "protocol.md", protocol + "\n")
     t0 = time.time()

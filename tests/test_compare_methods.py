@@ -4,6 +4,7 @@ validation, SFT -> X from the SFT checkpoint, and the aggregation arithmetic."""
 import importlib.util
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -95,14 +96,14 @@ def test_runs_still_rising_at_the_end_of_their_budget_are_flagged():
     assert "| 20,10 | 1/2 |" in cm.results_markdown(agg, "# t")
 
 
-VAL = {1e-4: [0.2, 0.6], 3e-4: [0.5, 0.4], 3e-5: [0.1, 0.1]}  # lr -> validation at steps 4, 8
+VAL = {1e-4: [0.2, 0.6], 3e-4: [0.5, 0.4], 3e-5: [0.1, 0.1], 1e-3: [0.3, 0.3]}  # lr -> validation at steps 4, 8
 
 
 def _fake_runs(monkeypatch, val=VAL):
     """Training and evaluation replaced by recorded runs: (trained [(method, model)], evaluated [checkpoint])."""
     trained, evaluated = [], []
 
-    def fake_run_one(cfg_path, run_dir):
+    def fake_run_one(cfg_path, run_dir, priority=0):
         import yaml
 
         raw = yaml.safe_load(cfg_path.read_text())
@@ -116,7 +117,7 @@ def _fake_runs(monkeypatch, val=VAL):
         (run_dir / "summary.json").write_text(json.dumps({"wall_seconds": 5.0, "compute": {"total_flops": 10.0},
                                                           "reward_last_quarter": None}))
 
-    def fake_eval(ckpt, suite, out, overrides):
+    def fake_eval(ckpt, suite, out, overrides, priority=0):
         evaluated.append(str(ckpt))
         return {"accuracy": 0.25, "accuracy_by_level": {"2": 0.25}}
 
@@ -152,9 +153,17 @@ def test_unknown_method_is_a_one_line_error(tmp_path, capsys):
 def test_dry_run_writes_every_config(tmp_path, capsys):
     assert cm.main(["--output-dir", str(tmp_path), "--dry-run", "--preset", "default"]) == 0
     for task in ("toy", "countdown"):
-        assert len(list((tmp_path / task / "configs").glob("*.yaml"))) == 11 * 3 + 11 * 2  # sweep + 2 seeds
-    # the default budget: 10 RL steps = 10 * 1024 / 96 = 106.7 -> 107 SFT steps
-    assert "SFT 107 steps at matched compute" in (tmp_path / "protocol.md").read_text()
+        # 7 methods: sweep (3) + 2 seeds; the 4 ablations: 3 seeds at Prefix-RFT's learning rate
+        assert len(list((tmp_path / task / "configs").glob("*.yaml"))) == 7 * 5 + 4 * 3
+    # the default budget: 10 RL steps = 10 * 1024 / 96 = 106.7 -> 107 SFT steps; 2 runs at once
+    protocol = (tmp_path / "protocol.md").read_text()
+    assert "SFT 107 steps at matched compute" in protocol and "- runs: 2 at once" in protocol
+    assert "the Prefix-RFT ablations train at Prefix-RFT's chosen value" in protocol
+    assert "SFT's sft.lr from 0.0001, 0.0003, 0.001" in protocol  # SFT's own grid, one point up
+    assert {p.name for p in (tmp_path / "toy/configs").glob("sft-lr*-seed0.yaml")} == {
+        "sft-lr0.0001-seed0.yaml", "sft-lr0.0003-seed0.yaml", "sft-lr0.001-seed0.yaml"}
+    assert cm.main(["--output-dir", str(tmp_path / "f"), "--dry-run", "--preset", "full", "--tasks", "toy"]) == 0
+    assert len(list((tmp_path / "f/toy/configs").glob("*.yaml"))) == 11 * 5  # full: every row swept
 
 
 def test_sft_then_x_without_sft_is_a_clear_error(tmp_path, capsys):
@@ -173,3 +182,55 @@ def test_whole_command_writes_tables_and_plot_per_task(tmp_path, monkeypatch, ca
         assert (tmp_path / task / "accuracy_vs_compute.png").stat().st_size > 1000
     top = (tmp_path / "results.md").read_text()
     assert "## toy:" in top and "## countdown:" in top and "compare_methods protocol (preset default)" in top
+
+
+def test_jobs_do_not_change_results_and_ablations_can_take_prefix_rfts_lr(tmp_path, monkeypatch):
+    """Two runs at once give the table one run at a time gives; SFT -> X still waits for SFT's selection;
+    without the ablation sweep an ablation trains every seed at Prefix-RFT's chosen LR (3 runs, not 5)."""
+    methods = [cm.BY_NAME[n] for n in ("sft-prefix-rft", "gate-all", "prefix-rft", "sft")]
+    preset = {"rl_steps": 20, "seeds": (0, 1, 2), "lrs": cm.LRS, "eval": (), "val_problems": 100,
+              "sweep_ablations": False}
+    aggs, trained_by_jobs = {}, {}
+    for jobs in (1, 2):
+        trained, _ = _fake_runs(monkeypatch)
+        monkeypatch.setattr(cm, "SLOTS", cm.Slots(jobs))
+        comp = cm.Comparison(cm.TASKS["toy"], tmp_path / f"j{jobs}", preset, methods, [0, 1, 2], [], False)
+        aggs[jobs], trained_by_jobs[jobs] = comp.run(), trained
+    for v in aggs.values():
+        del v["methods"]["sft"]["curves"]  # equal anyway; keeps the comparison message short
+    assert aggs[1] == aggs[2]
+    for trained in trained_by_jobs.values():
+        assert sorted(t[0] for t in trained) == sorted(["sft"] * 5 + ["sft-prefix-rft"] * 5 + ["prefix-rft"] * 5
+                                                       + ["gate-all"] * 3)
+        last_sft = max(i for i, t in enumerate(trained) if t[0] == "sft")
+        assert min(i for i, t in enumerate(trained) if t[0] == "sft-prefix-rft") > last_sft
+    assert aggs[2]["methods"]["gate-all"]["lr"] == aggs[2]["methods"]["prefix-rft"]["lr"] == 1e-4
+    assert sorted(p.name for p in (tmp_path / "j2/toy/runs/gate-all").iterdir()) == [
+        "lr0.0001-seed0", "lr0.0001-seed1", "lr0.0001-seed2"]
+
+
+def test_slots_run_at_most_jobs_subprocesses_with_their_share_of_threads(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    slots = cm.Slots(2)
+    assert slots.env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    # four 1 s sleeps, two at a time: each logs its start and end; never three overlap
+    cmd = [sys.executable, "-c", "import time, sys; print('s', time.time()); time.sleep(1.0); print('e', time.time())"]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(4) as pool:
+        rcs = list(pool.map(lambda k: slots.run(cmd, tmp_path / f"{k}.log"), range(4)))
+    assert rcs == [0, 0, 0, 0]
+    events = sorted((float(t), +1 if kind == "s" else -1) for k in range(4)
+                    for kind, t in (ln.split() for ln in (tmp_path / f"{k}.log").read_text().splitlines()))
+    running = [sum(e for _, e in events[:i + 1]) for i in range(len(events))]
+    assert max(running) == 2 and slots.free == 2
+
+
+def test_a_relative_output_dir_is_resolved_before_runs_start(tmp_path, monkeypatch):
+    # the runs are subprocesses started in the repository root: a relative --output-dir must not be read there
+    _fake_runs(monkeypatch)
+    fake, dirs = cm.run_one, []
+    monkeypatch.setattr(cm, "run_one", lambda cfg, run_dir, priority=0: (dirs.append(run_dir), fake(cfg, run_dir)))
+    monkeypatch.chdir(tmp_path)
+    assert cm.main(["--output-dir", "rel", "--methods", "rft", "--tasks", "toy", "--preset", "quick"]) == 0
+    assert dirs and all(d.is_absolute() and d.is_relative_to(tmp_path / "rel") for d in dirs)
+    assert (tmp_path / "rel/toy/results.md").is_file()
