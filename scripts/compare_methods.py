@@ -396,7 +396,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: list[Method], seeds: list[int],
-                  overrides: list[str], jobs: int = 1) -> str:
+                  overrides: list[str]) -> str:
     shared, _ = read_recipe(tasks[0].recipe)
     shared = apply_overrides(shared, overrides)
     sft_steps = sft_steps_for(shared, p["rl_steps"])
@@ -415,7 +415,7 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
         f"{max(1, sft_steps // SFT_VALIDATION_POINTS)} SFT steps on the validation suite (up to "
         f"{p['val_problems']} problems); the best validated "
         "checkpoint of every run is evaluated on the held-out suite (never used for a choice)",
-        f"- runs: {jobs} at once, each with {SLOTS.env['OMP_NUM_THREADS']} thread(s)",
+        f"- runs: {SLOTS.jobs} at once, each with {SLOTS.env['OMP_NUM_THREADS']} thread(s)",
         f"- shared overrides: {' '.join(overrides) or '(none)'}",
     ])
 
@@ -441,10 +441,16 @@ class Comparison:
     def run_dir(self, m: Method, lr: float, seed: int) -> Path:
         return self.out / "runs" / m.name / f"lr{lr:g}-seed{seed}"
 
+    def inherits_lr(self, m: Method) -> bool:
+        """An ablation that trains at another method's chosen LR (that method is in the plan; the preset does not
+        sweep ablations)."""
+        return bool(m.lr_of) and not self.p.get("sweep_ablations", True) and any(x.name == m.lr_of
+                                                                                  for x in self.methods)
+
     def lrs(self, m: Method) -> tuple[float, ...]:
         """The learning rates a method's sweep tries: its inherited one when it has one, else the preset's (SFT's
         own grid for SFT)."""
-        if m.lr_of and not self.p.get("sweep_ablations", True) and any(x.name == m.lr_of for x in self.methods):
+        if self.inherits_lr(m):
             return (self.p["lrs"][0],) if self.dry_run else (self.chosen_lr[m.lr_of],)
         return tuple(self.p.get("sft_lrs", self.p["lrs"]) if m.name == "sft" else self.p["lrs"])
 
@@ -527,9 +533,7 @@ class Comparison:
             model = (apply_overrides(shared, self.overrides).get("model") or {}).get("name_or_path", "embedded")
             base = evaluate_checkpoint(model, self.task.suite, self.out / "base_eval", self.eval_overrides)
         # dependencies: SFT -> X rows wait for SFT; rows that take another method's LR wait for that method
-        names = {m.name for m in self.methods}
-        waits = {m.name: ({"sft"} if m.from_sft else set())
-                 | ({m.lr_of} if m.lr_of in names and not self.p.get("sweep_ablations", True) else set())
+        waits = {m.name: ({"sft"} if m.from_sft else set()) | ({m.lr_of} if self.inherits_lr(m) else set())
                  for m in self.methods}
         order = sorted(self.methods, key=lambda m: (len(waits[m.name]) > 0, m.from_sft))  # SFT first
         if SLOTS.jobs == 1:
@@ -595,7 +599,7 @@ def _main(args: argparse.Namespace) -> int:
     global SLOTS
     SLOTS = Slots(jobs)
     out = Path(args.output_dir).resolve()  # the runs are subprocesses started in the repository root
-    protocol = protocol_text(args.preset, preset, tasks, methods, seeds, args.overrides, jobs)
+    protocol = protocol_text(args.preset, preset, tasks, methods, seeds, args.overrides)
     print(protocol, file=sys.stderr, flush=True)
     _write(out / "protocol.md", protocol + "\n")
     t0 = time.time()
