@@ -5,8 +5,9 @@ matmuls through a slow fallback: on a 2-core AMD EPYC (AVX2) with torch 2.13 an 
 rows took 4.9 ms under bf16 autocast against 0.65 ms in fp32, and the embedded model's build did not reach 100
 of its 400 warm-start steps in 8 minutes. On such a CPU `precision: bf16` (update, generate, eval, the embedded
 build) computes in fp32 instead, logged once; `PREFIX_RFT_CPU_BF16=1` keeps bf16 (to reproduce a bf16 machine's
-arithmetic). CUDA and bf16-capable CPUs are unchanged. Results then differ from a bf16 machine's at the rounding
-level, as results of different CPUs do anyway.
+arithmetic). CUDA and bf16-capable CPUs are unchanged. Results then differ from a bf16 machine's: per step at the
+rounding level, but the embedded build, 400 training steps from the same seed, comes out a different policy
+(docs/tasks.md).
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from pipeline.precision import autocast as precision_autocast
 from pipeline.backends import Completion, GenerationRequest, SamplingParams
 from pipeline.backends.cascade import NAME as CASCADE
 from pipeline.backends.cascade import SharedPrompt
+from pipeline.precision import autocast as precision_autocast
 
 
 def sample_from_logits(logits: torch.Tensor, sampling: SamplingParams,

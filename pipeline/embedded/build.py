@@ -210,34 +210,34 @@ def level_report(model, tokenizer, spec: EmbeddedSpec) -> dict[str, float]:
     return report
 
 
+def _config(spec: EmbeddedSpec, **extra):
+    """The Qwen2 config of a preset's shapes (tied head); `extra` adds the tokenizer-dependent fields."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**{"vocab_size": spec.vocab_size, "hidden_size": spec.hidden_size,
+                          "intermediate_size": spec.intermediate_size, "num_hidden_layers": spec.num_layers,
+                          "num_attention_heads": spec.num_heads, "num_key_value_heads": spec.num_kv_heads,
+                          "tie_word_embeddings": True, **extra})
+
+
 def random_model(preset: str, seed: int = 0):
     """A model of an embedded preset's shapes with random weights (no build, no tokenizer): for benchmarks that
     time arithmetic, not answers."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
-    spec = PRESETS[preset]
-    config = Qwen2Config(vocab_size=spec.vocab_size, hidden_size=spec.hidden_size,
-                         intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
-                         num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
-                         tie_word_embeddings=True)
     torch.manual_seed(seed)
-    return Qwen2ForCausalLM(config)
+    return Qwen2ForCausalLM(_config(PRESETS[preset]))
 
 
 def build(spec: EmbeddedSpec, out_dir: Path, preset: str) -> None:
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig, Qwen2ForCausalLM
 
     t0 = time.time()
     torch.manual_seed(spec.seed)
     tokenizer = build_tokenizer(spec.seed, spec.vocab_size, spec.task)
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads, max_position_embeddings=spec.max_position_embeddings,
-        tie_word_embeddings=True, rope_theta=10000.0, bos_token_id=None, eos_token_id=im_end,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = _config(spec, vocab_size=len(tokenizer), max_position_embeddings=spec.max_position_embeddings,
+                     rope_theta=10000.0, bos_token_id=None, eos_token_id=im_end, pad_token_id=tokenizer.pad_token_id)
     model = Qwen2ForCausalLM(config)
     losses = warm_start(model, tokenizer, spec)
     t_train = time.time() - t0
