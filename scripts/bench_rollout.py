@@ -9,6 +9,7 @@ machine is shared, so only side-by-side ratios mean much); the median of --repea
 
     python scripts/bench_rollout.py [--prompts 64 --samples 8 --max-new-tokens 96 --precision fp32]
     python scripts/bench_rollout.py --prompts 8 --max-new-tokens 512   # the long-completion shape
+    python scripts/bench_rollout.py --profile   # adds each side's top operators (share of self CPU time)
 """
 
 from __future__ import annotations
@@ -78,6 +79,19 @@ def padded_generate(model, tok, ids: list[list[int]], args) -> int:
     return total
 
 
+def top_ops(fn, model, tok, ids, args, count: int = 8) -> list[dict]:
+    """One untimed run of `fn` under torch.profiler: its `count` costliest operators by self CPU time, each
+    with its share of the run's total self CPU time and its call count."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn(model, tok, ids, args)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:count]
+    return [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in top]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="default")
@@ -97,6 +111,9 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile(dynamic=True) the model forward for both sides; the first repeat pays "
                          "the compilation")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed repeats, run each side once more under torch.profiler and report its "
+                         "top operators by self CPU time (where a decode step's time goes)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,6 +151,8 @@ def main() -> int:
         "speedup": round(tps["ours"] / tps["generate"], 3), "goal_speedup_min": 2.0,
     }
     row["met"] = row["speedup"] >= 2.0
+    if args.profile:
+        row["profile_top_ops"] = {name: top_ops(fns[name], model, tok, ids, args) for name in fns}
     print(json.dumps(row))
     return 0
 

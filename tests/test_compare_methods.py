@@ -234,3 +234,50 @@ def test_a_relative_output_dir_is_resolved_before_runs_start(tmp_path, monkeypat
     assert cm.main(["--output-dir", "rel", "--methods", "rft", "--tasks", "toy", "--preset", "quick"]) == 0
     assert dirs and all(d.is_absolute() and d.is_relative_to(tmp_path / "rel") for d in dirs)
     assert (tmp_path / "rel/toy/results.md").is_file()
+
+
+def test_runs_with_the_same_curation_share_one_curate_folder(tmp_path, monkeypatch):
+    # a later run whose curate fingerprint an earlier run had gets that folder linked in, and its orchestrator
+    # reuses it as its own; a run with other data does not; the hook runs once the run holds its slot
+    import yaml
+    from accelerate import Accelerator
+
+    from pipeline import cache
+    from pipeline.config import apply_overrides, load_config, read_recipe
+    from pipeline.run import Run
+    from stages import curate
+
+    micro = ["model.name_or_path=embedded:micro", "data.toy.levels=[1,2]", "data.toy.problems_per_level=20"]
+
+    def write_cfg(name, *extra):
+        raw, _ = read_recipe("quickstart")
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(apply_overrides(raw, micro + list(extra))))
+        return path
+
+    same, other_lr, other_data = write_cfg("a"), write_cfg("b", "update.lr=3e-4"), write_cfg("c", "data.toy.seed=7")
+    share = cm.CurateShare()
+    first = tmp_path / "runs/first"
+    assert not share.seed(same, first)  # nothing curated yet
+    assert curate.main(["--config", str(same), "--output-dir", str(first)]) == 0
+    share.record(same, first)
+
+    slots = cm.Slots(1)
+    second = tmp_path / "runs/second"
+    second.mkdir(parents=True)
+    seen = []
+    rc = slots.run([sys.executable, "-c", "pass"], second / "log",
+                   before=lambda: seen.append(share.seed(other_lr, second)))  # a training knob: same curation
+    assert rc == 0 and seen == [True]
+    run = Run(load_config(str(other_lr)), second, Accelerator(cpu=True))
+    assert run.complete("curate") and run.fp("curate") == cache.read_stage(first / "curate").fingerprint
+    assert run.run_stage("curate").meta == cache.read_stage(first / "curate").meta  # reused, not recomputed
+    arrow = next((first / "curate/data").glob("*.arrow"))
+    assert os.path.samefile(arrow, second / "curate/data" / arrow.name)  # linked, not copied
+    assert not [p for p in second.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+    third = tmp_path / "runs/third"
+    third.mkdir()
+    assert share.fingerprint(other_data) not in (None, share.fingerprint(same))
+    assert not share.seed(other_data, third) and not (third / "curate").exists()  # other data: curates itself
+    assert not share.seed(same, second)  # a run with its own curate folder keeps it
