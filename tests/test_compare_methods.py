@@ -236,7 +236,7 @@ def test_a_relative_output_dir_is_resolved_before_runs_start(tmp_path, monkeypat
     assert (tmp_path / "rel/toy/results.md").is_file()
 
 
-def test_runs_with_the_same_curation_share_one_curate_folder(tmp_path, monkeypatch):
+def test_runs_with_the_same_curation_share_one_curate_folder(tmp_path):
     # a later run whose curate fingerprint an earlier run had gets that folder linked in, and its orchestrator
     # reuses it as its own; a run with other data does not; the hook runs once the run holds its slot
     import yaml
