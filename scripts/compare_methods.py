@@ -391,12 +391,18 @@ class CurateShare:
 
     def __init__(self):
         self.done: dict[str, Path] = {}  # curate fingerprint -> a complete curate folder
+        self.fps: dict[Path, str | None] = {}  # run config -> its curate fingerprint (seed and record share it)
         self.lock = threading.Lock()
 
-    @staticmethod
-    def fingerprint(cfg_path: Path) -> str | None:
+    def fingerprint(self, cfg_path: Path) -> str | None:
         """The fingerprint the orchestrator gives this config's curate stage (None when it cannot be computed
         here: the run then curates, and reports any problem itself)."""
+        if cfg_path not in self.fps:
+            self.fps[cfg_path] = self._fingerprint(cfg_path)
+        return self.fps[cfg_path]
+
+    @staticmethod
+    def _fingerprint(cfg_path: Path) -> str | None:
         from pipeline.config import load_config
         from pipeline.policy import model_fingerprint, resolve_model_path
         from stages import STAGES
@@ -435,7 +441,10 @@ class CurateShare:
         from pipeline import cache
 
         fp = self.fingerprint(cfg_path)
-        if fp and cache.is_complete(run_dir / "curate", fp, "curate"):
+        with self.lock:
+            if not fp or fp in self.done:  # one folder per fingerprint is enough: no need to hash this one
+                return
+        if cache.is_complete(run_dir / "curate", fp, "curate"):
             with self.lock:
                 self.done.setdefault(fp, run_dir / "curate")
 
