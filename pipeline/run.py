@@ -52,7 +52,7 @@ from pipeline.memplan import check_launch
 from pipeline.policy import TrainState, load_model, load_tokenizer, model_fingerprint, resolve_model_path
 from pipeline.prompts import end_of_turn_ids, stop_token_ids
 from pipeline.run_outputs import run_outputs
-from pipeline.summary import format_summary, log_step, run_summary, validation_metrics
+from pipeline.summary import elapsed_before, format_summary, log_step, record_elapsed, run_summary, validation_metrics
 from stages import STAGES, step_stages
 
 log = logging.getLogger(__name__)
@@ -346,6 +346,7 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
     check_launch(cfg, acc)  # on GPUs: stop a run that will not fit, naming the knob to turn
     run = Run(cfg, output_dir, acc)
     run.prepare_output_dir()
+    earlier = elapsed_before(run.out)  # what earlier commands spent on this run (0 unless resuming)
     run.run_stage("curate")
     start = run.resume_step()
     if start:
@@ -368,6 +369,7 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
         bar.update(1)
         if acc.is_main_process:
             log_step(step, cfg.train.total_steps, stats, time.time() - t)
+            record_elapsed(run.out, earlier + time.time() - t_start)
     bar.close()
     run.write_metrics(cfg.train.total_steps)
     run.close()  # stop the rollout engine before the final evaluation (SGLang also stops at exit on errors)
@@ -376,8 +378,9 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
     if acc.is_main_process and cfg.eval.suites:
         over_steps(run.out / "eval" / "accuracy_over_steps.png", run_points(run.out))
     summary = run_summary(run.out, cfg.train.total_steps, checkpoint_dir(run.out, cfg.train.total_steps),
-                          base_eval, final_eval, time.time() - t_start)
+                          base_eval, final_eval, time.time() - t_start, earlier)
     if acc.is_main_process:
+        record_elapsed(run.out, summary["wall_seconds_total"])
         summary.update(run_outputs(run.out, summary, cfg.train.trackers))
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(format_summary(summary), flush=True)

@@ -38,9 +38,27 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+ELAPSED = "elapsed.json"  # seconds spent on the run by every command so far (a resumed run adds to it)
+
+
+def elapsed_before(out: Path) -> float:
+    """Seconds earlier commands spent on this run up to their last completed step (0 for a new run)."""
+    path = out / ELAPSED
+    return float(json.loads(path.read_text())["seconds"]) if path.is_file() else 0.0
+
+
+def record_elapsed(out: Path, seconds: float) -> None:
+    """Persist the run's cumulative seconds (atomic; main process). Written after each completed step, so
+    an interrupted step's unfinished work is not counted: the command that resumes it redoes that work."""
+    tmp = out / f"{ELAPSED}.tmp"
+    tmp.write_text(json.dumps({"seconds": round(seconds, 1)}))
+    tmp.replace(out / ELAPSED)
+
+
 def run_summary(out: Path, total_steps: int, final_checkpoint: Path, base: dict, final: dict,
-                seconds: float) -> dict[str, Any]:
-    """The run's summary.json: evaluations before and after, the reward curve by quarters, where things are."""
+                seconds: float, earlier: float = 0.0) -> dict[str, Any]:
+    """The run's summary.json: evaluations before and after, the reward curve by quarters, where things are.
+    `seconds` is this command's wall time, `earlier` what earlier commands spent on the run (resumed runs)."""
     rows = []
     if (out / "metrics.jsonl").is_file():
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -55,6 +73,7 @@ def run_summary(out: Path, total_steps: int, final_checkpoint: Path, base: dict,
     on_first, on_last = quarters("reward_on_policy")
     return {
         "output_dir": str(out), "steps": T, "wall_seconds": round(seconds, 1),
+        "wall_seconds_total": round(earlier + seconds, 1),  # every command on this run, resumed ones included
         "eval": {name: {"base": base.get(name), "final": final.get(name)} for name in set(base) | set(final)},
         "reward_first_quarter": first, "reward_last_quarter": last,
         "reward_on_policy_first_quarter": on_first, "reward_on_policy_last_quarter": on_last,
@@ -67,7 +86,10 @@ def run_summary(out: Path, total_steps: int, final_checkpoint: Path, base: dict,
 
 def format_summary(s: dict[str, Any]) -> str:
     """The short table printed at the end of a run."""
-    lines = [f"\nprefix-rft: {s['steps']} steps; this command ran {s['wall_seconds']:.0f}s", "",
+    total = s.get("wall_seconds_total", s["wall_seconds"])
+    ran = f"this command ran {s['wall_seconds']:.0f}s" + (f" ({total:.0f}s with the earlier commands that resumed "
+                                                          "into it)" if total - s["wall_seconds"] >= 1 else "")
+    lines = [f"\nprefix-rft: {s['steps']} steps; {ran}", "",
              f"{'suite':<12}{'base':>10}{'final':>10}{'change':>10}"]
     for name, ev in sorted(s["eval"].items()):
         b, f = ev.get("base"), ev.get("final")

@@ -203,6 +203,12 @@ class RunResult:
     compute: dict[str, float] = field(default_factory=dict)
 
 
+def _wall(summary: dict[str, Any]) -> float:
+    """A run's wall seconds over every command that worked on it (a resumed run's summary also has the
+    last command's alone); summaries written before the total existed have only the latter."""
+    return summary.get("wall_seconds_total", summary["wall_seconds"])
+
+
 def mean_std(xs: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (n - 1; 0 for one value)."""
     m = sum(xs) / len(xs)
@@ -254,7 +260,7 @@ def read_run(run_dir: Path, method: str, seed: int, lr: float, task: Task, held:
     for k, v in (extra_compute or {}).items():
         compute[k] = compute.get(k, 0.0) + v
     return RunResult(method, seed, held["accuracy"], dict(held.get("accuracy_by_level", {})),
-                     summary.get("reward_last_quarter"), summary["wall_seconds"] + (extra_compute or {}).get(
+                     summary.get("reward_last_quarter"), _wall(summary) + (extra_compute or {}).get(
                          "wall_seconds", 0.0), validation_curve(run_dir, task.val_suite), rows, lr, step, compute)
 
 
@@ -577,7 +583,7 @@ class Comparison:
         extra = None
         if m.from_sft:
             sft_dir, sft_compute = self.sft_selected[seed][1]
-            extra = {**sft_compute, "wall_seconds": json.loads((sft_dir / "summary.json").read_text())["wall_seconds"]}
+            extra = {**sft_compute, "wall_seconds": _wall(json.loads((sft_dir / "summary.json").read_text()))}
         with self.lock:
             self.results.append(read_run(d, m.name, seed, lr, self.task, held, step, extra))
             if m.name == "sft":

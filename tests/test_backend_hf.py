@@ -224,8 +224,8 @@ def test_preallocated_cache_refuses_to_overflow():
 
 
 def test_shared_prompt_attention_equals_attention_over_the_whole_row():
-    # cascade attention (prompt once per group, merged by log-sum-exp) = softmax attention over
-    # [prompt ; own positions], for uneven groups (rows dropped), GQA and left-padded prompts
+    # cascade attention (prompt once per group, one softmax over the parts' scores) = softmax attention
+    # over [prompt ; own positions], for uneven groups (rows dropped), GQA and left-padded prompts
     from transformers.integrations.sdpa_attention import repeat_kv
 
     from pipeline.backends.cascade import SharedPrompt, attend, cascade_attention
@@ -253,13 +253,44 @@ def test_shared_prompt_attention_equals_attention_over_the_whole_row():
     mask = torch.cat([valid[sp.group][:, None, None, :], own[:, None, None, :]], -1)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, scale=0.3)
     assert torch.allclose(out, ref.transpose(1, 2), atol=1e-5)
-    # the log-sum-exp the merge relies on, on both code paths (CPU kernel and the portable one)
-    bias = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
-    scores = (q @ k_all.transpose(-1, -2)) * 0.3 + bias
-    o, lse = attend(q, k_all, v_all, bias, 0.3)
-    assert torch.allclose(lse, torch.logsumexp(scores, -1), atol=1e-5) and torch.allclose(o, ref, atol=1e-5)
-    o2, lse2 = attend(q.to("meta"), k_all.to("meta"), v_all.to("meta"), bias.to("meta"), 0.3)  # non-CPU path
-    assert o2.shape == o.shape and lse2.shape == lse.shape
+    # `attend` (the prefill's attention) and its log-sum-exp, on both code paths: matrix products for a
+    # few queries, the CPU flash kernel for many
+    for n_q in (1, 70):
+        qn = torch.randn(rows, hkv * rep, n_q, d)
+        maskn = mask.expand(-1, -1, n_q, -1).clone()
+        maskn[1, :, -1] = False  # a query that attends to nothing: output 0, log-sum-exp -inf
+        bias = torch.zeros(maskn.shape).masked_fill(~maskn, float("-inf"))
+        o, lse = attend(qn, k_all, v_all, bias, 0.3)
+        ok = maskn.any(-1)  # [A, 1, L]
+        ref_n = torch.nn.functional.scaled_dot_product_attention(qn, k_all, v_all, attn_mask=maskn, scale=0.3)
+        scores = (qn @ k_all.transpose(-1, -2)) * 0.3 + bias
+        assert torch.allclose(lse[ok.expand_as(lse)], torch.logsumexp(scores, -1)[ok.expand_as(lse)], atol=1e-5)
+        assert torch.allclose(o[ok.expand_as(lse)], ref_n[ok.expand_as(lse)], atol=1e-5)
+        if n_q == 1:
+            assert (o[1, :, -1] == 0).all() and torch.isinf(lse[1, :, -1]).all()
+
+
+def test_decode_attention_equals_sdpa():
+    # a CPU decode step with per-row prompts: plain matrix products over the GQA heads = transformers' SDPA
+    # attention (repeat_kv + SDPA) with the padding mask, or without one
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from pipeline.backends.cascade import cascade_attention
+
+    torch.manual_seed(0)
+    a, hkv, rep, s, d = 5, 2, 3, 7, 8
+    q, k, v = torch.randn(a, hkv * rep, 1, d), torch.randn(a, hkv, s, d), torch.randn(a, hkv, s, d)
+    mask = torch.ones(a, 1, 1, s, dtype=torch.bool)
+    mask[2, ..., :3] = False  # a left-padded row
+
+    class Layer:
+        layer_idx = 0
+
+    for m in (mask, None):
+        out, _ = cascade_attention(Layer(), q, k, v, m, scaling=0.4)  # [A, 1, Hq, D]
+        ref = torch.nn.functional.scaled_dot_product_attention(q, repeat_kv(k, rep), repeat_kv(v, rep),
+                                                               attn_mask=m, scale=0.4)
+        assert torch.allclose(out, ref.transpose(1, 2), atol=1e-6)
 
 
 def test_shared_prompt_rollouts_match_per_row_prompts():
@@ -284,6 +315,23 @@ def test_shared_prompt_rollouts_match_per_row_prompts():
     _assert_same_samples(model, reqs, shared, per_row)
     for r, o in zip(reqs, shared):
         assert torch.allclose(torch.tensor(o.logprobs), torch.tensor(_reference_logprobs(model, r, o)), atol=1e-5)
+
+
+@pytest.mark.parametrize("shared_prompt", [True, False])
+def test_bf16_rollouts_with_prefixes_score_like_fp32(monkeypatch, shared_prompt):
+    # under bf16 autocast (forced, as on a CPU with native bf16) the attention parts mix bf16 products with
+    # fp32 scores; the log-probs stay those of a fp32 full-sequence forward up to bf16 rounding
+    from pipeline import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_is_native", lambda: True)
+    reqs = _mixed_prefix_requests(budget=12)
+    model = tiny_qwen2(vocab_size=40)
+    outs = TransformersBackend(model, pad_token_id=0, precision="bf16", shared_prompt=shared_prompt).generate(
+        reqs, SamplingParams(1.0, stop_token_ids=[7, 8]))
+    for r, o in zip(reqs, outs):
+        assert 1 <= len(o.token_ids) <= r.max_new_tokens
+        ref = torch.tensor(_reference_logprobs(model, r, o))
+        assert torch.allclose(torch.tensor(o.logprobs), ref, atol=0.1), (o.logprobs, ref)
 
 
 def test_finished_rows_and_positions_nobody_attends_to_leave_the_cache():

@@ -56,3 +56,30 @@ def test_sequence_logprobs_gradient_reaches_the_model():
     (lp.sum() + ent.sum()).backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_right_padded_batches_drop_the_padding_mask_and_score_the_same():
+    # a right-padded batch is forwarded with causal attention alone (no [B, 1, T, T] mask): the scored
+    # values equal a masked forward of each row alone; a batch padded on the left keeps its mask
+    torch.manual_seed(0)
+    model = tiny_qwen2(vocab_size=50)
+    seen = []
+    model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("attention_mask")), with_kwargs=True)
+    ids = torch.randint(1, 50, (3, 14))
+    mask = torch.ones_like(ids)
+    mask[1, 10:] = 0
+    mask[2, 6:] = 0
+    score = mask.bool().clone()
+    score[:, :2] = False
+    score[torch.arange(3), mask.sum(-1) - 1] = False  # the last real token scores nothing
+    lp, _ = sequence_logprobs(model, ids, mask, score, chunk_tokens=5)
+    assert seen[-1] is None
+    for r in range(3):
+        n = int(mask[r].sum())
+        with torch.no_grad():
+            ref = torch.log_softmax(model(input_ids=ids[r:r + 1, :n]).logits.float(), -1)[0, :-1]
+        ref = ref.gather(-1, ids[r, 1:n, None]).squeeze(-1)
+        assert torch.allclose(lp[r, :n - 1][score[r, :n - 1]], ref[score[r, :n - 1]], atol=1e-5)
+    left = mask.flip(-1)  # padded on the left: the mask must reach the model
+    sequence_logprobs(model, ids, left, left.bool(), chunk_tokens=5)
+    assert seen[-1] is not None and torch.equal(seen[-1], left)

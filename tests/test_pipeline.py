@@ -148,7 +148,12 @@ def test_resume_after_interruption_matches_uninterrupted(finished_run, tmp_path,
     monkeypatch.setattr(Run, "run_stage", original)
     done = {s: _written_at(out / "steps" / "000001" / s) for s in STAGES}
     generated_2 = _written_at(out / "steps" / "000002" / "generate")
-    train(micro_cfg(), out)
+    before = json.loads((out / "elapsed.json").read_text())["seconds"]  # the killed command, through step 1
+    assert before > 0
+    summary = train(micro_cfg(), out)
+    # the run's wall time adds the killed command's to the resuming one's
+    assert summary["wall_seconds_total"] == pytest.approx(before + summary["wall_seconds"], abs=0.11)
+    assert json.loads((out / "elapsed.json").read_text())["seconds"] == summary["wall_seconds_total"]
     assert {s: _written_at(out / "steps" / "000001" / s) for s in STAGES} == done  # not redone
     assert _written_at(out / "steps" / "000002" / "generate") == generated_2  # the step in flight reused
     a = (out / "checkpoints" / "step-000002" / "model.safetensors").read_bytes()

@@ -3,24 +3,22 @@
 A group's N samples share one prompt. Instead of copying the prompt's keys and values to every row and
 reading them once per row at every decode step, the prompt's KV is kept once per distinct prompt
 ([G, Hkv, P, D]) and each row's cache holds only what follows the prompt (its prefix and sampled
-tokens). Attention of a row over [prompt ; own suffix] is computed as two partial attentions merged by
-their log-sum-exp, which is exactly softmax attention over the concatenation (up to floating point):
-
-    out = (o_p · e^{l_p} + o_s · e^{l_s}) / (e^{l_p} + e^{l_s})
-
-At a decode step (one query per row) the queries of all rows of a group, and all query heads of a KV
-head, are stacked along the query axis, so the prompt part is one attention call per group that reads
-the prompt's KV once for the whole group. Multi-token forwards (the prefix prefill) read the prompt per
-row: they run once per rollout.
+tokens). At a decode step (one query per row) the queries of all rows of a group, and all query heads
+of a KV head, are stacked along the query axis, so the prompt's scores are one product per group that
+reads the prompt's KV once for the whole group. The scores of the parts (prompt, own positions, and a
+hybrid row's prefix) are then put side by side under one softmax, which is exactly softmax attention over
+their concatenation, and each part's probabilities weight its own values. Multi-token forwards (the
+prefix prefill) read the prompt per row: they run once per rollout.
 
 A hybrid row's demonstration prefix, prefilled once, is a third part ([Hb, Hkv, W, D], hybrid rows
-only) merged the same way, rather than positions of the row's own cache: the own caches are one
+only), rather than positions of the row's own cache: the own caches are one
 rectangle, so every row would otherwise carry the longest prefix's width W as masked positions, and
 attention over them cost a third of a Prefix-RFT rollout (docs/performance.md).
 
-The attention function is registered with transformers' `AttentionInterface` under NAME and falls back
-to transformers' SDPA attention whenever no `shared_prompt` keyword reaches it, so switching a model to
-it changes nothing outside a rollout.
+The attention function is registered with transformers' `AttentionInterface` under NAME for the
+duration of a rollout. Without a `shared_prompt` keyword it computes what transformers' SDPA attention
+computes: a CPU decode step (one query per row) as plain matrix products (`decode_attention`), everything
+else through SDPA itself.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from dataclasses import dataclass, replace
 import torch
 
 NAME = "prefix_rft_cascade"
+DECODE_QUERIES = 64  # up to this many queries per attention call: plain matrix products (decode), else flash
 
 
 @dataclass
@@ -103,16 +102,35 @@ class SharedPrompt:
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
            scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention and its log-sum-exp. q [B, H, L, D], k/v [B, H, S, D], bias additive and
-    broadcastable to [B, H, L, S] (-inf masks). Returns out [B, H, L, D] and lse [B, H, L]."""
-    if q.device.type == "cpu":  # the CPU flash kernel SDPA itself runs, which also returns the LSE
+    broadcastable to [B, H, L, S] (-inf masks). Returns out [B, H, L, D] and lse [B, H, L]; a query that
+    attends to nothing gets out 0 and lse -inf (so it weighs nothing in a merge)."""
+    if q.device.type == "cpu" and q.shape[-2] > DECODE_QUERIES:  # the CPU flash kernel SDPA runs (prefill)
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, attn_mask=None if bias is None else bias.to(q.dtype), scale=scale)
         return out, lse.to(torch.float32)
-    scores = (q @ k.transpose(-1, -2)).float() * scale  # [B, H, L, S]
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale  # [B, H, L, S]
     if bias is not None:
         scores = scores + bias
     lse = torch.logsumexp(scores, dim=-1)  # [B, H, L]
-    return (torch.softmax(scores, dim=-1).to(v.dtype) @ v), lse
+    probs = torch.exp(scores - lse.masked_fill(torch.isinf(lse), 0.0)[..., None])  # all-masked query: 0
+    return torch.matmul(probs.to(v.dtype), v), lse
+
+
+def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                     scale: float) -> torch.Tensor:
+    """One query per row over the row's whole cache, as plain matrix products. query [A, Hq, 1, D],
+    key/value [A, Hkv, S, D], mask broadcastable to [A, 1, 1, S] (bool: True = attend; or additive).
+    The query heads of a KV head are stacked (no copy of the cache per query head, as `repeat_kv` makes).
+    Returns [A, 1, Hq, D]. On CPU this is several times faster than the flash kernel SDPA dispatches to
+    for a single query (docs/performance.md)."""
+    a, hq, _, d = query.shape
+    hkv = key.shape[1]
+    q = query.reshape(a, hkv, hq // hkv, d)  # [A, Hkv, rep, D]
+    scores = torch.matmul(q, key.transpose(-1, -2)).float() * scale  # [A, Hkv, rep, S]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    out = torch.matmul(torch.softmax(scores, dim=-1).to(value.dtype), value)  # [A, Hkv, rep, D]
+    return out.reshape(a, 1, hq, d)
 
 
 def _bias(valid: torch.Tensor) -> torch.Tensor:
@@ -135,6 +153,9 @@ def cascade_attention(module, query, key, value, attention_mask, dropout: float 
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     if shared_prompt is None:
+        if query.shape[2] == 1 and query.device.type == "cpu" and not dropout:  # a decode step, per-row prompts
+            scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+            return decode_attention(query, key, value, attention_mask, scale), None
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     sp, layer = shared_prompt, module.layer_idx
@@ -152,25 +173,36 @@ def cascade_attention(module, query, key, value, attention_mask, dropout: float 
         out, _ = attend(query, k_all, v_all, _bias(valid), scale)  # [A, Hq, L, D]
         return out.transpose(1, 2).contiguous(), None
     q = query.reshape(a, hkv, rep, d)  # one query per row: the query heads of a KV head stacked
-    g = kp.shape[0]
-    stacked = q.new_zeros((g * sp.width, hkv, rep, d))
-    stacked[sp.slot] = q
-    stacked = stacked.view(g, sp.width, hkv, rep, d).permute(0, 2, 1, 3, 4).reshape(g, hkv, sp.width * rep, d)
-    o_p, l_p = attend(stacked, kp, vp, _bias(sp.valid)[:, None, None, :], scale)  # [G, Hkv, W·rep, (D)]
-    o_p = o_p.view(g, hkv, sp.width, rep, d).permute(0, 2, 1, 3, 4).reshape(g * sp.width, hkv, rep, d)[sp.slot]
-    l_p = l_p.view(g, hkv, sp.width, rep).permute(0, 2, 1, 3).reshape(g * sp.width, hkv, rep)[sp.slot]
-    o_s, l_s = attend(q, key, value, _bias(own), scale)  # [A, Hkv, rep, (D)]
-    parts = [(o_p, l_p), (o_s, l_s)]
+    g, p_len, s_len = kp.shape[0], kp.shape[2], key.shape[2]
+
+    def to_groups(x: torch.Tensor) -> torch.Tensor:  # [A, Hkv, rep, n] -> [G, Hkv, width·rep, n]
+        n = x.shape[-1]
+        out = x.new_zeros((g * sp.width, hkv, rep, n))
+        out[sp.slot] = x
+        return out.view(g, sp.width, hkv, rep, n).permute(0, 2, 1, 3, 4).reshape(g, hkv, sp.width * rep, n)
+
+    def to_rows(x: torch.Tensor) -> torch.Tensor:  # the inverse of to_groups
+        n = x.shape[-1]
+        return x.view(g, hkv, sp.width, rep, n).permute(0, 2, 1, 3, 4).reshape(g * sp.width, hkv, rep, n)[sp.slot]
+
+    # the scores of every part side by side, one softmax over them (the exact softmax over [prompt ; prefix ;
+    # own]); the prompt part is one product per group, reading the group's prompt KV once
+    inf = float("-inf")
+    parts = [to_rows(torch.matmul(to_groups(q), kp.transpose(-1, -2)).float())
+             .masked_fill(~sp.valid[sp.group][:, None, None, :], inf),  # [A, Hkv, rep, P] fp32
+             torch.matmul(q, key.transpose(-1, -2)).float().masked_fill(~own, inf)]  # [A, Hkv, rep, S]
+    rows = None
     if sp.pre_row is not None:  # rows with a demonstration prefix also attend over it (a third part)
         rows = (sp.pre_row >= 0).nonzero().squeeze(-1)  # [Hb], in prefix order
-        o_f, l_f = attend(q[rows], sp.pre_keys[layer], sp.pre_values[layer],
-                          _bias(sp.pre_valid)[:, None, None, :], scale)  # [Hb, Hkv, rep, (D)]
-        o_all, l_all = torch.zeros_like(o_s), torch.full_like(l_s, float("-inf"))
-        o_all[rows], l_all[rows] = o_f.to(o_all.dtype), l_f
-        parts.append((o_all, l_all))
-    m = torch.stack([lse for _, lse in parts]).amax(0)  # [A, Hkv, rep]
-    ws = [torch.exp(lse - m) for _, lse in parts]
-    out = sum(o * w[..., None] for (o, _), w in zip(parts, ws)) / sum(ws)[..., None]
+        pre = torch.full((a, hkv, rep, sp.pre_valid.shape[1]), inf, device=q.device)  # [A, Hkv, rep, W] fp32
+        pre[rows] = torch.matmul(q[rows], sp.pre_keys[layer].transpose(-1, -2)).float().masked_fill(
+            ~sp.pre_valid[:, None, None, :], inf)
+        parts.append(pre)
+    probs = torch.softmax(torch.cat(parts, dim=-1) * scale, dim=-1).to(value.dtype)  # [A, Hkv, rep, P+S(+W)]
+    out = to_rows(torch.matmul(to_groups(probs[..., :p_len]), vp))  # [A, Hkv, rep, D]
+    out = out + torch.matmul(probs[..., p_len:p_len + s_len], value)
+    if rows is not None:
+        out[rows] += torch.matmul(probs[rows, ..., p_len + s_len:], sp.pre_values[layer]).to(out.dtype)
     return out.to(query.dtype).reshape(a, 1, hq, d), None
 
 

@@ -178,6 +178,14 @@ def _leading_masked(mask: torch.Tensor) -> int:
     return max(0, min(int((seen == 0).sum()), mask.shape[1] - 1))
 
 
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    """`cache` (transformers >= 5.2x renamed it) or `past_key_values` (older releases)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def _spliceable(cache: Any) -> bool:
     return all(hasattr(layer, "splice_rows") for layer in cache.layers)
 
@@ -226,8 +234,9 @@ class TransformersBackend:
         was_training = self.model.training
         self.model.eval()
         impl = self.model.config._attn_implementation
-        cascade = self.shared_prompt and impl == "sdpa" and not getattr(self.model.config, "use_sliding_window", False)
-        if cascade:
+        # our attention function: cascade attention with a shared prompt, plain matrix products at a CPU decode
+        # step, SDPA otherwise (pipeline/backends/cascade.py)
+        if impl == "sdpa" and not getattr(self.model.config, "use_sliding_window", False):
             from pipeline.backends.cascade import register
 
             self.model.config._attn_implementation = register()
@@ -242,10 +251,11 @@ class TransformersBackend:
 
     def _forward(self, ids, mask, pos, cache, shared=None):
         extra = {} if shared is None else {"shared_prompt": shared.with_own(mask)}
+        extra[_cache_keyword(type(self.model))] = cache  # the cache is filled in place
         with self._autocast():
-            res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                             use_cache=True, logits_to_keep=1, **extra)
-        return res.logits[:, -1].float(), res.past_key_values
+            res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                             **extra)
+        return res.logits[:, -1].float(), cache
 
     def _prefill(self, ids, mask, pos, cache, past_mask=None, shared=None):
         """Forward `ids` [B, W] after what `cache` holds, in chunks of at most `prefill_chunk` positions.
@@ -320,7 +330,8 @@ class TransformersBackend:
         select = torch.tensor(row_to_prompt, device=dev)
         logits, next_pos = logits[select], mask.sum(-1)[select]  # [R, V], [R]
         shared = None
-        if self.model.config._attn_implementation == CASCADE and len(distinct) < n and _spliceable(cache):
+        if (self.shared_prompt and self.model.config._attn_implementation == CASCADE and len(distinct) < n
+                and _spliceable(cache)):
             # the prompts' KV stays once per group; each row's cache holds what follows its prompt
             shared = SharedPrompt.build([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers],
                                         mask.bool(), select)
