@@ -215,12 +215,13 @@ def test_preallocated_cache_refuses_to_overflow():
 
     model = tiny_qwen2(vocab_size=40)
     cache = hf._preallocated_cache(model.config, capacity=4)
+    kw = {hf._cache_keyword(type(model)): cache}
     with torch.no_grad():
-        model(input_ids=torch.tensor([[1, 2, 3]]), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.tensor([[1, 2, 3]]), use_cache=True, **kw)
         assert cache.get_seq_length() == 3
-        model(input_ids=torch.tensor([[4]]), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.tensor([[4]]), use_cache=True, **kw)
         with pytest.raises(RuntimeError, match="rollout cache overflow: 5 > 4"):
-            model(input_ids=torch.tensor([[5]]), past_key_values=cache, use_cache=True)
+            model(input_ids=torch.tensor([[5]]), use_cache=True, **kw)
 
 
 def test_shared_prompt_attention_equals_attention_over_the_whole_row():

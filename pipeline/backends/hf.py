@@ -180,7 +180,8 @@ def _leading_masked(mask: torch.Tensor) -> int:
 
 @functools.cache
 def _cache_keyword(model_class: type) -> str:
-    """`cache` (transformers >= 5.2x renamed it) or `past_key_values` (older releases)."""
+    """The forward's name for the KV cache: `cache` in recent transformers (which deprecate `past_key_values`,
+    to be removed in 5.40), `past_key_values` in older ones."""
     import inspect
 
     return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
@@ -251,7 +252,8 @@ class TransformersBackend:
 
     def _forward(self, ids, mask, pos, cache, shared=None):
         extra = {} if shared is None else {"shared_prompt": shared.with_own(mask)}
-        extra[_cache_keyword(type(self.model))] = cache  # the cache is filled in place
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # peft
+        extra[_cache_keyword(type(base))] = cache  # the cache is filled in place
         with self._autocast():
             res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                              **extra)
