@@ -122,7 +122,7 @@ def main() -> int:
 
         from pipeline.backends import hf
 
-        hf._preallocated_cache = lambda config, capacity: DynamicCache(config=config)
+        hf.preallocated_cache = lambda config, capacity: DynamicCache(config=config)
     model, tok = load(args.preset)
     if args.compile:
         model.forward = torch.compile(model.forward, dynamic=True)

@@ -115,7 +115,7 @@ def test_preallocated_cache_gives_bit_identical_rollouts(monkeypatch):
     ours = backend.generate(reqs, sampling)
     prefill = TransformersBackend(model, pad_token_id=0, shared_prompt=False)
     prefilled = prefill.generate(reqs, sampling)
-    monkeypatch.setattr(hf, "_preallocated_cache", lambda config, capacity: DynamicCache(config=config))
+    monkeypatch.setattr(hf, "preallocated_cache", lambda config, capacity: DynamicCache(config=config))
     ref = backend.generate(reqs, sampling)
     assert len({len(o.token_ids) for o in ref}) > 2  # some rows stopped early
     assert [o.token_ids for o in ours] == [o.token_ids for o in ref]
@@ -214,8 +214,8 @@ def test_preallocated_cache_refuses_to_overflow():
     from pipeline.backends import hf
 
     model = tiny_qwen2(vocab_size=40)
-    cache = hf._preallocated_cache(model.config, capacity=4)
-    kw = {hf._cache_keyword(type(model)): cache}
+    cache = hf.preallocated_cache(model.config, capacity=4)
+    kw = {hf.cache_keyword(type(model)): cache}
     with torch.no_grad():
         model(input_ids=torch.tensor([[1, 2, 3]]), use_cache=True, **kw)
         assert cache.get_seq_length() == 3

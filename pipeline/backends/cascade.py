@@ -103,7 +103,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
            scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention and its log-sum-exp. q [B, H, L, D], k/v [B, H, S, D], bias additive and
     broadcastable to [B, H, L, S] (-inf masks). Returns out [B, H, L, D] and lse [B, H, L]; a query that
-    attends to nothing gets out 0 and lse -inf (so it weighs nothing in a merge)."""
+    attends to nothing gets out 0 and lse -inf. The prefix prefill's attention (up to DECODE_QUERIES queries
+    as matrix products, more through the CPU flash kernel)."""
     if q.device.type == "cpu" and q.shape[-2] > DECODE_QUERIES:  # the CPU flash kernel SDPA runs (prefill)
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, attn_mask=None if bias is None else bias.to(q.dtype), scale=scale)
@@ -121,8 +122,8 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     """One query per row over the row's whole cache, as plain matrix products. query [A, Hq, 1, D],
     key/value [A, Hkv, S, D], mask broadcastable to [A, 1, 1, S] (bool: True = attend; or additive).
     The query heads of a KV head are stacked (no copy of the cache per query head, as `repeat_kv` makes).
-    Returns [A, 1, Hq, D]. On CPU this is several times faster than the flash kernel SDPA dispatches to
-    for a single query (docs/performance.md)."""
+    Returns [A, 1, Hq, D]. On CPU this is faster than the flash kernel SDPA dispatches to for a single
+    query (docs/performance.md)."""
     a, hq, _, d = query.shape
     hkv = key.shape[1]
     q = query.reshape(a, hkv, hq // hkv, d)  # [A, Hkv, rep, D]

@@ -15,7 +15,6 @@ request's sample does not depend on which other requests share its batch (up to 
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -23,6 +22,7 @@ import torch
 from pipeline.backends import Completion, GenerationRequest, SamplingParams
 from pipeline.backends.cascade import NAME as CASCADE
 from pipeline.backends.cascade import SharedPrompt
+from pipeline.backends.kvcache import cache_keyword, leading_masked, preallocated_cache, spliceable
 from pipeline.precision import autocast as precision_autocast
 
 
@@ -66,129 +66,6 @@ def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
             ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[i, width - len(s):] = 1
     return ids, mask
-
-
-@functools.cache
-def _preallocated_layer_class() -> type:
-    from transformers.cache_utils import DynamicLayer
-
-    class PreallocatedLayer(DynamicLayer):
-        """A DynamicLayer that writes into [B, H, capacity, D] buffers; `keys`/`values` are views of the
-        filled part, so attention computes exactly what it does on a concatenated cache."""
-
-        def __init__(self, capacity: int):
-            super().__init__()
-            self.capacity = capacity
-
-        def _alloc(self, b: int, h: int, d: int, like: torch.Tensor) -> None:
-            self._k = like.new_empty((b, h, self.capacity, d))  # [B, H, capacity, D]
-            self._v = like.new_empty((b, h, self.capacity, d))
-            self.length = 0
-
-        def _view(self) -> None:
-            self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-                b, h, _, d = key_states.shape
-                self._alloc(b, h, d, key_states)
-            end = self.length + key_states.shape[-2]
-            if end > self.capacity:
-                raise RuntimeError(f"rollout cache overflow: {end} > {self.capacity} positions")
-            self._k[:, :, self.length:end] = key_states
-            self._v[:, :, self.length:end] = value_states
-            self.length = end
-            self._view()
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.length if self.is_initialized else 0
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.is_initialized:  # may repeat rows (a prompt's cache for each of its samples)
-                self._k, self._v = self._k[indices], self._v[indices]
-                self._view()
-
-        def compact(self, rows: torch.Tensor, drop: int) -> None:
-            """Keep `rows` (moved to the front of the buffers) and drop the first `drop` filled positions,
-            which the caller knows are masked for every kept row. Copies the filled part only, in place:
-            re-indexing the whole [B, H, capacity, D] buffer each time a row finished was a third of a
-            Prefix-RFT rollout's time (docs/performance.md)."""
-            if self.is_initialized:
-                m, end = len(rows), self.length
-                for buf in (self._k, self._v):
-                    buf[:m, :, :end - drop] = buf[rows, :, drop:end]  # the right side is a copy: no overlap
-                self._k, self._v = self._k[:m], self._v[:m]
-                self.length = end - drop
-                self._view()
-
-        def take_rows(self, rows: torch.Tensor, capacity: int) -> "PreallocatedLayer":
-            """A new layer holding a copy of `rows`' filled positions, with room for `capacity`."""
-            out = PreallocatedLayer(capacity)
-            out.lazy_initialization(self.keys, self.values)
-            out._alloc(len(rows), self._k.shape[1], self._k.shape[3], self._k)
-            out.length = self.length
-            out._k[:, :, :self.length] = self._k[rows, :, :self.length]
-            out._v[:, :, :self.length] = self._v[rows, :, :self.length]
-            out._view()
-            return out
-
-        def empty_like_rows(self, rows: int, capacity: int) -> "PreallocatedLayer":
-            """A new, empty layer for `rows` rows shaped like this one (the per-row cache of a rollout whose
-            prompts are kept once per group: pipeline/backends/cascade.py)."""
-            out = PreallocatedLayer(capacity)
-            out.lazy_initialization(self.keys, self.values)
-            out._alloc(rows, self._k.shape[1], self._k.shape[3], self._k)
-            out._view()
-            return out
-
-        def splice_rows(self, rows: torch.Tensor, other: "PreallocatedLayer") -> None:
-            """Every row's filled positions move right by the extra length `other` holds (the gap is
-            zeroed: masked keys must not carry NaN garbage into the weighted sum), then `rows` take
-            `other`'s contents. Rows not in `rows` read the gap as masked padding."""
-            old, new = self.length, other.length
-            for buf, src in ((self._k, other._k), (self._v, other._v)):
-                buf[:, :, new - old:new] = buf[:, :, :old].clone()
-                buf[:, :, :new - old] = 0
-                buf[rows, :, :new] = src[:, :, :new]
-            self.length = new
-            self._view()
-
-    return PreallocatedLayer
-
-
-def _preallocated_cache(config: Any, capacity: int) -> Any:
-    """A transformers DynamicCache whose full-attention layers write into buffers sized for the whole
-    rollout (prompt + emitted tokens) instead of concatenating a new tensor per token: `torch.cat` of
-    the growing cache was a third of CPU decode time (docs/performance.md). Attention still sees only the
-    filled part (a view), so the arithmetic is unchanged. Sliding-window layers stay as they are."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    cache = DynamicCache(config=config)
-    layer = _preallocated_layer_class()
-    cache.layers = [layer(capacity) if type(layer_) is DynamicLayer else layer_ for layer_ in cache.layers]
-    return cache
-
-
-def _leading_masked(mask: torch.Tensor) -> int:
-    """Leading positions of `mask` [R, T] that are masked in every row (at least one column is kept; 0 for an empty mask)."""
-    seen = mask.bool().any(0).long().cumsum(0)  # [T]
-    return max(0, min(int((seen == 0).sum()), mask.shape[1] - 1))
-
-
-@functools.cache
-def _cache_keyword(model_class: type) -> str:
-    """The forward's name for the KV cache: `cache` in recent transformers (which deprecate `past_key_values`,
-    to be removed in 5.40), `past_key_values` in older ones."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
-
-
-def _spliceable(cache: Any) -> bool:
-    return all(hasattr(layer, "splice_rows") for layer in cache.layers)
 
 
 class TransformersBackend:
@@ -253,7 +130,7 @@ class TransformersBackend:
     def _forward(self, ids, mask, pos, cache, shared=None):
         extra = {} if shared is None else {"shared_prompt": shared.with_own(mask)}
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # peft
-        extra[_cache_keyword(type(base))] = cache  # the cache is filled in place
+        extra[cache_keyword(type(base))] = cache  # the cache is filled in place
         with self._autocast():
             res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                              **extra)
@@ -283,7 +160,7 @@ class TransformersBackend:
 
         dev = logits.device
         flen = torch.tensor([len(r.prefix_ids) for r in reqs], device=dev)  # [R]
-        spliced = _spliceable(cache)
+        spliced = spliceable(cache)
         rows = (flen > 0).nonzero().squeeze(-1) if spliced else torch.arange(len(reqs), device=dev)  # [Hb]
         ids, pmask = _left_pad([reqs[i].prefix_ids for i in rows.tolist()], self.pad_token_id)  # [Hb, W]
         ids, pmask = ids.to(dev), pmask.to(dev)
@@ -327,13 +204,13 @@ class TransformersBackend:
         ids, mask = _left_pad([list(p) for p in distinct], self.pad_token_id)
         ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        cache = _preallocated_cache(self.model.config, ids.shape[1] + width + steps)
+        cache = preallocated_cache(self.model.config, ids.shape[1] + width + steps)
         logits, mask, cache = self._prefill(ids, mask, pos, cache)
         select = torch.tensor(row_to_prompt, device=dev)
         logits, next_pos = logits[select], mask.sum(-1)[select]  # [R, V], [R]
         shared = None
         if (self.shared_prompt and self.model.config._attn_implementation == CASCADE and len(distinct) < n
-                and _spliceable(cache)):
+                and spliceable(cache)):
             # the prompts' KV stays once per group; each row's cache holds what follows its prompt
             shared = SharedPrompt.build([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers],
                                         mask.bool(), select)
@@ -362,7 +239,7 @@ class TransformersBackend:
         length = torch.zeros(n, dtype=torch.long, device=dev)
         stopped = torch.zeros(n, dtype=torch.bool, device=dev)
         active = torch.arange(n, device=dev)  # original row of each batch row
-        spliced = _spliceable(cache)
+        spliced = spliceable(cache)
         live = torch.ones(n, dtype=torch.bool, device=dev)  # [A]: finished rows stay until the next compaction
         for s in range(steps):
             is_forced = s < flen[active]  # [A]
@@ -386,7 +263,7 @@ class TransformersBackend:
             if dead and dead * 8 >= len(live):  # compact in batches: each compaction copies every kept row's cache
                 keep = live.nonzero().squeeze(-1)
                 mask = mask[keep]
-                drop = _leading_masked(mask) if spliced else 0
+                drop = leading_masked(mask) if spliced else 0
                 if spliced:  # finished rows leave; so do positions no remaining row attends to (e.g. the
                     for layer in cache.layers:  # prefix width W in front of rows that have no prefix)
                         layer.compact(keep, drop)
