@@ -40,7 +40,7 @@ from pipeline import schema as S
 from pipeline.backends import make_backend
 from pipeline.backends.hf import TransformersBackend
 from pipeline.checkpoint import checkpoint_dir, load_training_state, training_state_dir
-from pipeline.config import Config, dump_yaml, migrate, to_dict
+from pipeline.config import Config, config_changes, dump_yaml, migrate, to_dict, with_defaults
 from pipeline.dist_eval import evaluate_on_all_ranks, full_loading
 from pipeline.distributed import engine_weights, is_sharded, prepare_policy
 from pipeline.distributed import make_accelerator as build_accelerator
@@ -52,7 +52,8 @@ from pipeline.memplan import check_launch
 from pipeline.policy import TrainState, load_model, load_tokenizer, model_fingerprint, resolve_model_path
 from pipeline.prompts import end_of_turn_ids, stop_token_ids
 from pipeline.run_outputs import run_outputs
-from pipeline.summary import elapsed_before, format_summary, log_step, record_elapsed, run_summary, validation_metrics
+from pipeline.summary import (elapsed_before, format_summary, log_step, plateaued, read_metrics, record_elapsed,
+                              run_summary, validation_metrics, validation_points)
 from stages import STAGES, step_stages
 
 log = logging.getLogger(__name__)
@@ -139,9 +140,9 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
             mine = dump_yaml(self.cfg)
             if path.is_file():
-                theirs = migrate(yaml.safe_load(path.read_text()), str(path))
+                theirs = with_defaults(migrate(yaml.safe_load(path.read_text()), str(path)))
                 if theirs != to_dict(self.cfg):
-                    diff = _diff(theirs, to_dict(self.cfg))
+                    diff = config_changes(theirs, to_dict(self.cfg))
                     raise UserError(f"{self.out} holds a run with another config ({diff}); pass a new "
                                     f"--output-dir, or the same recipe and overrides to resume it")
             else:
@@ -292,23 +293,6 @@ class Run:
         tmp.replace(self.out / "metrics.jsonl")
 
 
-def _diff(old: dict, new: dict) -> str:
-    changed = _changes(old, new, "")
-    return "; ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
-
-
-def _changes(old: dict, new: dict, prefix: str) -> list[str]:
-    """`key: old -> new` for every field that differs; sections and nested groups (data.toy, ...) field by field."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
-
-
 def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, dict[str, Any]]:
     """Evaluate the policy after `step` (0: base) on `eval.suites` into eval/<base|step-N>/, or on the
     validation slice into eval/validation/step-N/ (main process; cached by policy and eval config)."""
@@ -355,7 +339,12 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
     tracking.start(acc, cfg, run.out)
     base_eval = _start_evaluations(run, start)
     bar = StepBar(cfg.train.total_steps, start, enabled=acc.is_main_process)
+    last = start  # the last step trained: train.total_steps unless early stopping ends the run before it
     for step in range(start + 1, cfg.train.total_steps + 1):
+        if (step - 1) % max(1, cfg.eval.validation.every) == 0 and _plateaued(run):
+            log.info("stopping early after step %d: no new best validation accuracy in the last %d validations "
+                     "(eval.validation.patience)", last, cfg.eval.validation.patience)
+            break
         t = time.time()
         for stage in step_stages(cfg, step):
             bar.set_postfix_str(stage)
@@ -367,24 +356,34 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
         run.write_metrics(step)
         tracking.log_step(acc, stats, step)
         bar.update(1)
+        last = step
         if acc.is_main_process:
             log_step(step, cfg.train.total_steps, stats, time.time() - t)
             record_elapsed(run.out, earlier + time.time() - t_start)
     bar.close()
-    run.write_metrics(cfg.train.total_steps)
+    run.write_metrics(last)
     run.close()  # stop the rollout engine before the final evaluation (SGLang also stops at exit on errors)
     tracking.finish(acc)
-    final_eval = evaluate_step(run, cfg.train.total_steps) if cfg.eval.at_end and cfg.eval.suites else {}
+    final_eval = evaluate_step(run, last) if cfg.eval.at_end and cfg.eval.suites else {}
     if acc.is_main_process and cfg.eval.suites:
         over_steps(run.out / "eval" / "accuracy_over_steps.png", run_points(run.out))
-    summary = run_summary(run.out, cfg.train.total_steps, checkpoint_dir(run.out, cfg.train.total_steps),
-                          base_eval, final_eval, time.time() - t_start, earlier)
+    summary = run_summary(run.out, last, checkpoint_dir(run.out, last), base_eval, final_eval,
+                          time.time() - t_start, earlier, cap=cfg.train.total_steps)
     if acc.is_main_process:
         record_elapsed(run.out, summary["wall_seconds_total"])
         summary.update(run_outputs(run.out, summary, cfg.train.trackers))
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(format_summary(summary), flush=True)
     return summary
+
+
+def _plateaued(run: Run) -> bool:
+    """Early stopping (eval.validation.patience): decided on the main process, broadcast to every rank."""
+    patience = run.cfg.eval.validation.patience if run.cfg.eval.suites else 0
+    box = [patience and run.acc.is_main_process and plateaued(validation_points(read_metrics(run.out)), patience)]
+    if patience and run.acc.num_processes > 1:
+        broadcast_object_list(box)
+    return bool(box[0])
 
 
 def _start_evaluations(run: Run, start: int) -> dict[str, dict[str, Any]]:
@@ -395,4 +394,6 @@ def _start_evaluations(run: Run, start: int) -> dict[str, dict[str, Any]]:
         evaluate_step(run, 0, validation=True)  # step 0 of the validation curve
     if ev.validation.every and start and start % ev.validation.every == 0 and ev.suites:
         evaluate_step(run, start, validation=True)  # cached; a crash may have come between an update and this
+    if start:
+        run.write_metrics(start)  # with that validation point, which early stopping reads
     return base_eval

@@ -34,6 +34,30 @@ def validation_metrics(summaries: dict[str, dict[str, Any]]) -> dict[str, float]
     return {f"val_{name}_accuracy": s["accuracy"] for name, s in summaries.items()}
 
 
+def validation_points(rows: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(step, score) of every validated step in metrics rows; the score is the mean of its val_*_accuracy."""
+    pts = []
+    for r in rows:
+        vals = [v for k, v in r.items() if k.startswith("val_") and k.endswith("_accuracy") and v is not None]
+        if vals:
+            pts.append((int(r["step"]), sum(vals) / len(vals)))
+    return pts
+
+
+def plateaued(points: list[tuple[int, float]], patience: int) -> bool:
+    """Early stopping (`eval.validation.patience`): True when none of the last `patience` validation points
+    beats the best point before them (a tie is no improvement)."""
+    if patience < 1 or len(points) <= patience:
+        return False
+    best = max(a for _, a in points[:-patience])
+    return all(a <= best for _, a in points[-patience:])
+
+
+def read_metrics(out: Path) -> list[dict[str, Any]]:
+    path = out / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -56,12 +80,11 @@ def record_elapsed(out: Path, seconds: float) -> None:
 
 
 def run_summary(out: Path, total_steps: int, final_checkpoint: Path, base: dict, final: dict,
-                seconds: float, earlier: float = 0.0) -> dict[str, Any]:
+                seconds: float, earlier: float = 0.0, cap: int | None = None) -> dict[str, Any]:
     """The run's summary.json: evaluations before and after, the reward curve by quarters, where things are.
-    `seconds` is this command's wall time, `earlier` what earlier commands spent on the run (resumed runs)."""
-    rows = []
-    if (out / "metrics.jsonl").is_file():
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    `seconds` is this command's wall time, `earlier` what earlier commands spent on the run (resumed runs);
+    `cap` is `train.total_steps` when early stopping ended the run at `total_steps` before it."""
+    rows = read_metrics(out)
     q = max(1, len(rows) // 4)
 
     def quarters(key: str) -> tuple[float | None, float | None]:
@@ -72,7 +95,9 @@ def run_summary(out: Path, total_steps: int, final_checkpoint: Path, base: dict,
     first, last = quarters("reward_mean")
     on_first, on_last = quarters("reward_on_policy")
     return {
-        "output_dir": str(out), "steps": T, "wall_seconds": round(seconds, 1),
+        "output_dir": str(out), "steps": T,
+        "stopped_early": cap is not None and T < cap, "steps_cap": cap if cap is not None else T,
+        "wall_seconds": round(seconds, 1),
         "wall_seconds_total": round(earlier + seconds, 1),  # every command on this run, resumed ones included
         "eval": {name: {"base": base.get(name), "final": final.get(name)} for name in set(base) | set(final)},
         "reward_first_quarter": first, "reward_last_quarter": last,
@@ -89,7 +114,9 @@ def format_summary(s: dict[str, Any]) -> str:
     total = s.get("wall_seconds_total", s["wall_seconds"])
     ran = f"this command ran {s['wall_seconds']:.0f}s" + (f" ({total:.0f}s with the earlier commands that resumed "
                                                           "into it)" if total - s["wall_seconds"] >= 1 else "")
-    lines = [f"\nprefix-rft: {s['steps']} steps; {ran}", "",
+    early = (f" (stopped early: no new best validation accuracy in its last validations; cap {s['steps_cap']})"
+             if s.get("stopped_early") else "")
+    lines = [f"\nprefix-rft: {s['steps']} steps{early}; {ran}", "",
              f"{'suite':<12}{'base':>10}{'final':>10}{'change':>10}"]
     for name, ev in sorted(s["eval"].items()):
         b, f = ev.get("base"), ev.get("final")

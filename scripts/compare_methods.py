@@ -84,6 +84,7 @@ class Method:
     prefix_rft: bool = False
     from_sft: bool = False  # starts from the selected checkpoint of the SFT run of the same seed
     lr_of: str = ""  # an ablation: trains at this method's chosen LR unless the preset sweeps ablations too
+    matched_of: str = ""  # a row read from that method's runs, its LR and checkpoint chosen within the RL budget
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ class Task:
 
 BASE = "<base>"
 METHODS: tuple[Method, ...] = (
-    Method("sft", "sft", label="SFT"),
+    Method("sft", "sft", label="SFT (converged)"),
+    Method("sft-matched", "sft", label="SFT at matched compute", matched_of="sft"),
     Method("rft", "rft", label="RFT (Dr. GRPO)"),
     Method("sft-rft", "rft", label="SFT -> RFT", from_sft=True),
     Method("sft-prefix-rft", BASE, label="SFT -> Prefix-RFT", prefix_rft=True, from_sft=True),
@@ -118,16 +120,17 @@ LRS = (3e-5, 1e-4, 3e-4)  # the RL phase's learning rates (update.lr)
 SFT_LRS = (1e-4, 3e-4, 1e-3)  # SFT's (sft.lr): the same three-point grid, centred where SFT's optimum lies
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"rl_steps": 6, "seeds": (0,), "lrs": (1e-4,), "eval": ("eval.samples_per_problem=1",),
-              "val_problems": 60, "jobs": 1},
+              "val_problems": 60, "jobs": 1, "sft_cap": 2},
     # default: sized for the 90-minute target (47 runs per task: the four ablations take Prefix-RFT's learning
     # rate; 2 at once); at R = 10 SFT is still rising on the chain task, and the table flags it (docs/results.md)
     "default": {"rl_steps": 10, "seeds": (0, 1, 2), "lrs": LRS, "sft_lrs": SFT_LRS, "eval": (), "val_problems": 100,
-                "sweep_ablations": False, "jobs": 2},
+                "sweep_ablations": False, "jobs": 2, "sft_cap": 6},
     "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "sft_lrs": SFT_LRS, "eval": (), "val_problems": 100000,
-             "sweep_ablations": True, "jobs": 2},
+             "sweep_ablations": True, "jobs": 2, "sft_cap": 4},
 }
 VALIDATION_POINTS = 5
-SFT_VALIDATION_POINTS = 10
+SFT_VALIDATION_POINTS = 4  # SFT validates every matched_steps // 4 steps: 4 points within the matched budget
+SFT_PATIENCE = 4  # SFT stops once 4 validations in a row bring no new best (eval.validation.patience)
 RL_FORWARDS, SFT_FORWARDS = 4.0, 3.0  # RL: generation (1) + update (3); SFT: update (3), per token
 
 
@@ -152,10 +155,12 @@ def sft_steps_for(shared: dict[str, Any], rl_steps: int) -> int:
 
 def method_config(method: Method, base: str, seed: int, overrides: list[str], *, lr: float,
                   rl_steps: int, val_suite: str, sft_checkpoint: str | None = None,
-                  val_problems: int = 100000) -> dict[str, Any]:
+                  val_problems: int = 100000, sft_cap: int = 1) -> dict[str, Any]:
     """The raw recipe of one run: the base recipe (+ user overrides: the shared budget), the method's own
-    settings, seed, learning rate, step count, validation and checkpoint cadence. Raises ConfigError when the
-    result is invalid."""
+    settings, seed, learning rate, step count, validation and checkpoint cadence. SFT trains to convergence:
+    it validates SFT_VALIDATION_POINTS times within the matched budget (sft_steps_for), goes on at that cadence
+    and stops at the plateau (SFT_PATIENCE validations without a new best), at most `sft_cap` x the matched
+    budget. Raises ConfigError when the result is invalid."""
     shared, _ = read_recipe(base)
     shared = apply_overrides(shared, overrides)
     if method.recipe == BASE and int((shared.get("prefixes") or {}).get("hybrids_per_prompt", 1)) < 1:
@@ -168,13 +173,13 @@ def method_config(method: Method, base: str, seed: int, overrides: list[str], *,
     sft = (raw.get("sft") or {}).get("mode") == "only"
     steps = sft_steps_for(shared, rl_steps) if sft else rl_steps
     every = max(1, steps // (SFT_VALIDATION_POINTS if sft else VALIDATION_POINTS))
-    extra = [f"train.total_steps={steps}", f"train.seed={seed}", f"train.save_every={every}",
+    extra = [f"train.total_steps={steps * (max(1, sft_cap) if sft else 1)}", f"train.seed={seed}", f"train.save_every={every}",
              f"{'sft' if sft else 'update'}.lr={lr:.6e}",  # YAML reads 3e-05 as a string, 3.000000e-05 as a float
              f"eval.validation.every={every}",
              f"eval.validation.suites=[{val_suite}]", f"eval.validation.problems={val_problems}",
              "eval.at_start=false", "eval.at_end=false"]
     if sft:
-        extra.append(f"sft.warmup_steps={max(1, steps // 20)}")
+        extra += [f"sft.warmup_steps={max(1, steps // 20)}", f"eval.validation.patience={SFT_PATIENCE}"]
     if method.from_sft:
         if sft_checkpoint is None:
             raise ConfigError(f"{method.name} starts from the SFT run's checkpoint; none was given")
@@ -252,16 +257,25 @@ def evaluate_checkpoint(checkpoint: Path, suite: str, out: Path, eval_overrides:
 
 
 def read_run(run_dir: Path, method: str, seed: int, lr: float, task: Task, held: dict[str, Any],
-             step: int, extra_compute: dict[str, float] | None = None) -> RunResult:
-    """One finished run's numbers: held-out accuracy of its selected checkpoint, compute, validation curve."""
+             step: int, extra_compute: dict[str, float] | None = None, budget: int | None = None) -> RunResult:
+    """One finished run's numbers: held-out accuracy of its selected checkpoint, compute, validation curve.
+    With `budget` (steps), only the run's first `budget` steps: their compute and validation points, and the
+    run's wall time scaled by budget / steps trained (an estimate: wall time is not recorded per step)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     compute = dict(summary.get("compute") or {})
+    wall, curve = _wall(summary), validation_curve(run_dir, task.val_suite)
+    if budget is not None:
+        from pipeline.accounting import run_compute
+
+        wall *= min(1.0, budget / max(1, len(rows)))
+        rows = [r for r in rows if r["step"] <= budget]
+        compute, curve = run_compute(rows), [(s, a) for s, a in curve if s <= budget]
     for k, v in (extra_compute or {}).items():
         compute[k] = compute.get(k, 0.0) + v
     return RunResult(method, seed, held["accuracy"], dict(held.get("accuracy_by_level", {})),
-                     summary.get("reward_last_quarter"), _wall(summary) + (extra_compute or {}).get(
-                         "wall_seconds", 0.0), validation_curve(run_dir, task.val_suite), rows, lr, step, compute)
+                     summary.get("reward_last_quarter"), wall + (extra_compute or {}).get("wall_seconds", 0.0),
+                     curve, rows, lr, step, compute)
 
 
 def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str, Any]:
@@ -458,9 +472,30 @@ class CurateShare:
 CURATED = CurateShare()
 
 
+def stored_config_changes(cfg_path: Path, run_dir: Path) -> str:
+    """How the config a run directory holds differs from `cfg_path`'s ("" when it is the same, or when the
+    directory holds no run yet); fields an older config.yaml lacks count as their defaults."""
+    import yaml
+
+    from pipeline.config import config_changes, to_dict, with_defaults
+
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        return ""
+    new = to_dict(config_from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path)))
+    old = with_defaults(migrate(yaml.safe_load(stored.read_text()) or {}, str(stored)))
+    return "" if old == new else config_changes(old, new)
+
+
 def run_one(cfg_path: Path, run_dir: Path, priority: int = 0) -> None:
-    """Train one run in a subprocess (its log in run_dir/train.log); a finished run is kept as it is. Its curate
-    stage comes from an earlier run with the same curation when there is one (CurateShare)."""
+    """Train one run in a subprocess (its log in run_dir/train.log); a finished run is kept as it is, when it
+    was trained with this config (UserError otherwise: an earlier comparison with other settings is never
+    read as this one). Its curate stage comes from an earlier run with the same curation when there is one
+    (CurateShare)."""
+    changed = stored_config_changes(cfg_path, run_dir)
+    if changed:
+        raise UserError(f"{run_dir} holds a run with another config ({changed}): that output directory is an "
+                        "earlier comparison with other settings; pass a new --output-dir, or delete that run")
     if (run_dir / "summary.json").is_file():
         CURATED.record(cfg_path, run_dir)
         return
@@ -491,8 +526,11 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
         f"- tasks: {', '.join(f'{t.name} (recipe {t.recipe}, held-out {t.suite}, validation {t.val_suite})' for t in tasks)}",
         f"- methods: {', '.join(m.name for m in methods)}; seeds {','.join(map(str, seeds))}",
         f"- budget: {p['rl_steps']} RL steps; SFT {sft_steps} steps at matched compute (RL step = prompts x samples "
-        f"x {RL_FORWARDS:g} forward-equivalents per token, SFT step = batch x {SFT_FORWARDS:g}); SFT -> X rows add "
-        "their RL steps to the SFT run they start from (charged both)",
+        f"x {RL_FORWARDS:g} forward-equivalents per token, SFT step = batch x {SFT_FORWARDS:g}); SFT trains to "
+        f"convergence: it stops once {SFT_PATIENCE} validations in a row bring no new best (at most "
+        f"{sft_steps * p.get('sft_cap', 1)} steps), and the row 'SFT at matched compute' is read from the same runs, "
+        f"its learning rate and checkpoint chosen among the validation points within {sft_steps} steps; SFT -> X "
+        "rows start from the converged SFT model and are charged its whole run plus their RL steps",
         f"- learning rate: chosen per method from {', '.join(f'{x:g}' for x in p['lrs'])} (update.lr of the RL phase; "
         f"SFT's sft.lr from {', '.join(f'{x:g}' for x in p.get('sft_lrs', p['lrs']))}) by best validation accuracy "
         "on seed 0; other seeds use the chosen value"
@@ -550,7 +588,7 @@ class Comparison:
             sft_ckpt = str(self.sft_selected[seed][0])
         raw = method_config(m, self.task.recipe, seed, self.overrides, lr=lr, rl_steps=self.p["rl_steps"],
                             val_suite=self.task.val_suite, sft_checkpoint=sft_ckpt,
-                            val_problems=self.p["val_problems"])
+                            val_problems=self.p["val_problems"], sft_cap=self.p.get("sft_cap", 1))
         import yaml
 
         path = self.out / "configs" / f"{m.name}-lr{lr:g}-seed{seed}.yaml"
@@ -570,22 +608,29 @@ class Comparison:
     def priority(m: Method) -> int:
         return 0 if m.name == "sft" else 1 if m.from_sft else 2  # the critical path first
 
-    def best_of(self, d: Path) -> tuple[int, float]:
-        curve = validation_curve(d, self.task.val_suite)
+    def best_of(self, d: Path, budget: int | None = None) -> tuple[int, float]:
+        """The best validated step of run `d` (among its first `budget` steps) and its validation accuracy."""
+        curve = [(s, a) for s, a in validation_curve(d, self.task.val_suite) if budget is None or s <= budget]
         s = select_step(curve)
         return s, dict(curve)[s]
 
+    def matched_steps(self) -> int:
+        """SFT steps that cost the RL budget (sft_steps_for on the task's recipe and overrides)."""
+        shared, _ = read_recipe(self.task.recipe)
+        return sft_steps_for(apply_overrides(shared, self.overrides), self.p["rl_steps"])
+
     def finish(self, m: Method, lr: float, seed: int, d: Path) -> None:
-        step, _ = self.best_of(d)
+        budget = self.matched_steps() if m.matched_of else None
+        step, _ = self.best_of(d, budget)
         ckpt = d / "checkpoints" / f"step-{step:06d}"
-        held = evaluate_checkpoint(ckpt, self.task.suite, d / "eval" / "selected", self.eval_overrides,
-                                   self.priority(m))
+        held = evaluate_checkpoint(ckpt, self.task.suite, d / "eval" / ("selected-matched" if budget else "selected"),
+                                   self.eval_overrides, self.priority(m))
         extra = None
         if m.from_sft:
             sft_dir, sft_compute = self.sft_selected[seed][1]
             extra = {**sft_compute, "wall_seconds": _wall(json.loads((sft_dir / "summary.json").read_text()))}
         with self.lock:
-            self.results.append(read_run(d, m.name, seed, lr, self.task, held, step, extra))
+            self.results.append(read_run(d, m.name, seed, lr, self.task, held, step, extra, budget))
             if m.name == "sft":
                 self.sft_selected[seed] = (ckpt, (d, json.loads((d / "summary.json").read_text())["compute"]))
 
@@ -596,7 +641,23 @@ class Comparison:
         with ThreadPoolExecutor(len(items)) as pool:
             return list(pool.map(fn, items))
 
+    def run_matched(self, m: Method) -> None:
+        """A row read from another method's runs (SFT at matched compute): its learning rate chosen by the best
+        validation point within the matched budget on seed 0, its checkpoints among those points; a seed with
+        no run at that learning rate yet gets one (the same run the other method would train)."""
+        of = BY_NAME[m.matched_of]
+        if self.dry_run:
+            return
+        lrs, budget = self.lrs(of), self.matched_steps()
+        lr = max(lrs, key=lambda x: (self.best_of(self.run_dir(of, x, self.seeds[0]), budget)[1], -lrs.index(x)))
+        self.chosen_lr[m.name] = lr
+        for seed in self.seeds:
+            d = self.run_dir(of, lr, seed)
+            self.finish(m, lr, seed, d if (d / "summary.json").is_file() else self.train(of, lr, seed))
+
     def run_method(self, m: Method) -> None:
+        if m.matched_of:
+            return self.run_matched(m)
         lrs = self.lrs(m)
         seed0 = self.seeds[0]
         runs = self._each(lambda lr: self.train(m, lr, seed0), list(lrs))
@@ -612,6 +673,9 @@ class Comparison:
     def run(self) -> dict[str, Any] | None:
         if any(m.from_sft for m in self.methods) and not any(m.name == "sft" for m in self.methods):
             raise UserError("the SFT -> X methods start from the SFT model: include `sft` in --methods")
+        for m in self.methods:
+            if m.matched_of and not any(x.name == m.matched_of for x in self.methods):
+                raise UserError(f"{m.name} is read from the {m.matched_of} runs: include `{m.matched_of}` in --methods")
         # the base policy on the held-out suite, once per task
         base = None
         if not self.dry_run:
@@ -620,7 +684,7 @@ class Comparison:
             base = evaluate_checkpoint(model, self.task.suite, self.out / "base_eval", self.eval_overrides)
         # dependencies: SFT -> X rows wait for SFT; rows that take another method's LR wait for that method
         waits = {m.name: ({"sft"} if m.from_sft else set()) | ({m.lr_of} if self.inherits_lr(m) else set())
-                 for m in self.methods}
+                 | ({m.matched_of} if m.matched_of else set()) for m in self.methods}
         order = sorted(self.methods, key=lambda m: (len(waits[m.name]) > 0, m.from_sft))  # SFT first
         if SLOTS.jobs == 1:
             for m in order:

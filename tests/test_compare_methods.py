@@ -36,12 +36,19 @@ def test_sft_gets_the_compute_of_the_rl_budget():
     # 20 RL steps = 20 * 1024 / 96 = 213.3 -> 213 SFT steps
     c = _cfg("sft")
     assert c.sft.mode == "only" and c.train.total_steps == 213 and c.sft.lr == 1e-4 and c.update.lr == 1e-4
-    assert c.eval.validation.every == 21 and c.train.save_every == 21 and c.sft.warmup_steps == 10
+    # 4 validation points within the matched budget (213 // 4 = 53), then on to convergence: early stopping after
+    # 4 validations without a new best, at most sft_cap x 213 steps; warm-up 213 // 20 = 10 steps either way
+    assert c.eval.validation.every == 53 and c.train.save_every == 53 and c.sft.warmup_steps == 10
+    assert c.eval.validation.patience == cm.SFT_PATIENCE == 4
+    capped = _cfg("sft", sft_cap=6)
+    assert capped.train.total_steps == 6 * 213 and capped.eval.validation.every == 53
+    assert capped.sft.warmup_steps == 10 and _cfg("rft", sft_cap=6).train.total_steps == 20  # RL rows: no cap
+    assert _cfg("rft").eval.validation.patience == 0  # RL rows run their whole budget
     assert _cfg("sft", lr=3e-5).sft.lr == 3e-5 and isinstance(_cfg("rft", lr=3e-5).update.lr, float)
 
 
 def test_every_rl_method_gets_the_same_budget_and_validation():
-    cfgs = {m.name: _cfg(m.name, lr=3e-4) for m in cm.METHODS if m.name != "sft"}
+    cfgs = {m.name: _cfg(m.name, lr=3e-4) for m in cm.METHODS if m.recipe != "sft"}
     for name, c in cfgs.items():
         assert c.train.seed == 1 and c.eval.at_start is False and c.eval.at_end is False, name
         assert c.train.total_steps == 20 and c.update.lr == 3e-4 and c.eval.validation.every == 4, name
@@ -281,3 +288,58 @@ def test_runs_with_the_same_curation_share_one_curate_folder(tmp_path):
     assert share.fingerprint(other_data) not in (None, share.fingerprint(same))
     assert not share.seed(other_data, third) and not (third / "curate").exists()  # other data: curates itself
     assert not share.seed(same, second)  # a run with its own curate folder keeps it
+
+
+def test_sft_trains_to_convergence_and_the_matched_row_reads_its_first_steps(tmp_path, monkeypatch):
+    """SFT (converged) chooses its LR and checkpoint over the whole run; SFT at matched compute over the validation
+    points within the matched budget (1 RL step = round(1024 / 96) = 11 SFT steps: points 4 and 8), on the same
+    runs, training a seed only where its LR has no run yet; SFT -> RFT starts from the converged checkpoint."""
+    val = {1e-4: [0.2, 0.3, 0.5, 0.7], 3e-4: [0.4, 0.45, 0.5, 0.5], 1e-3: [0.1, 0.1, 0.1, 0.1]}
+    trained, evaluated = _fake_runs(monkeypatch)
+    fake = cm.run_one
+
+    def longer_sft(cfg_path, run_dir, priority=0):  # SFT runs validated at 4, 8, 16 and 24 (past the budget)
+        import yaml
+
+        fake(cfg_path, run_dir, priority)
+        raw = yaml.safe_load(cfg_path.read_text())
+        if (raw.get("sft") or {}).get("mode") == "only":
+            rows = [{"step": s, "phase": "sft", "val_toy_val_accuracy": a, "model_flops": 1.0}
+                    for s, a in zip((4, 8, 16, 24), val[raw["sft"]["lr"]])]
+            (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    monkeypatch.setattr(cm, "run_one", longer_sft)
+    preset = {"rl_steps": 1, "seeds": (0, 1), "lrs": cm.LRS, "sft_lrs": cm.SFT_LRS, "eval": (), "val_problems": 100}
+    methods = [cm.BY_NAME[n] for n in ("sft-matched", "sft-rft", "sft")]
+    agg = cm.Comparison(cm.TASKS["toy"], tmp_path, preset, methods, [0, 1], [], False).run()
+    conv, matched = agg["methods"]["sft"], agg["methods"]["sft-matched"]
+    assert (conv["lr"], conv["selected_steps"]) == (1e-4, [24, 24])  # 0.7 at step 24
+    assert (matched["lr"], matched["selected_steps"]) == (3e-4, [8, 8])  # 0.45 at 8 beats 1e-4's 0.3 within 11 steps
+    assert matched["total_flops"] == 2.0 and conv["total_flops"] == 10.0  # two steps' rows; the whole run's summary
+    assert matched["curves"]["0"] == [(4, 0.4), (8, 0.45)] and matched["still_rising"] == 2
+    assert sorted(t[0] for t in trained) == ["sft"] * 5 + ["sft-rft"] * 4  # SFT: sweep, seed 1, 3e-4 seed 1
+    sft_dirs = sorted(p.name for p in (tmp_path / "toy/runs/sft").iterdir())
+    assert sft_dirs == ["lr0.0001-seed0", "lr0.0001-seed1", "lr0.0003-seed0", "lr0.0003-seed1", "lr0.001-seed0"]
+    ckpt = str(tmp_path / "toy/runs/sft/lr0.0001-seed1/checkpoints/step-000024")
+    assert ("sft-rft", ckpt) in trained and ckpt in evaluated
+    assert str(tmp_path / "toy/runs/sft/lr0.0003-seed1/checkpoints/step-000008") in evaluated
+    assert "| SFT at matched compute | 0.0003 |" in cm.results_markdown(agg, "# t")
+
+
+def test_a_run_trained_with_other_settings_is_never_read_as_this_one(tmp_path):
+    import yaml
+
+    from pipeline.config import config_from_dict, dump_yaml
+
+    raw = cm.method_config(cm.BY_NAME["rft"], "compare_toy", 0, [], lr=1e-4, rl_steps=10, val_suite="toy_val")
+    cfg_path, run_dir = tmp_path / "rft.yaml", tmp_path / "runs/rft"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    assert cm.stored_config_changes(cfg_path, run_dir) == ""  # nothing there yet
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(config_from_dict(raw, "x")))
+    (run_dir / "summary.json").write_text("{}")
+    cm.run_one(cfg_path, run_dir)  # the same config: kept as it is (no training)
+    other = cm.apply_overrides(raw, ["train.total_steps=50"])
+    cfg_path.write_text(yaml.safe_dump(other))
+    with pytest.raises(cm.UserError, match="holds a run with another config .*train.total_steps: 10 -> 50"):
+        cm.run_one(cfg_path, run_dir)

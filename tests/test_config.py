@@ -132,3 +132,17 @@ def test_nested_sections_merge_through_inherit_and_overrides(tmp_path):
     raw = {"update": {"lora": {"rank": 2}}}
     assert apply_overrides(raw, ["update.lora.rank=3"])["update"]["lora"]["rank"] == 3
     assert raw == {"update": {"lora": {"rank": 2}}}  # input untouched
+
+
+def test_plateau_rule_by_hand():
+    from pipeline.summary import plateaued, validation_points
+
+    pts = validation_points([{"step": 1, "val_a_accuracy": 0.2, "val_b_accuracy": 0.4}, {"step": 2},
+                             {"step": 3, "val_a_accuracy": 0.5, "val_b_accuracy": 0.1},
+                             {"step": 4, "val_a_accuracy": 0.1, "val_b_accuracy": 0.5}])
+    assert pts == [(1, pytest.approx(0.3)), (3, pytest.approx(0.3)), (4, pytest.approx(0.3))]
+    assert plateaued(pts, 2)  # 0.3 and 0.3 do not beat 0.3: ties are no improvement
+    assert not plateaued(pts, 3)  # too few points before the last three
+    assert not plateaued(pts, 0)  # 0: never stops
+    assert not plateaued([(1, 0.1), (2, 0.3), (3, 0.2)], 2)  # step 2 beat step 1
+    assert plateaued([(1, 0.1), (2, 0.3), (3, 0.2), (4, 0.25)], 2)  # 0.2, 0.25 <= 0.3

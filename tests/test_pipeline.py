@@ -176,3 +176,38 @@ def test_other_config_in_the_output_dir_is_refused(finished_run):
 
     with pytest.raises(UserError, match="holds a run with another config .*objective.keep_ratio"):
         train(micro_cfg("objective.keep_ratio=0.3"), finished_run[0])
+
+
+def test_early_stopping_ends_the_run_at_the_plateau_and_stays_stopped(micro_path, tmp_path):
+    # one generated token can never hold a boxed answer: every validation point scores 0, a tie with the first,
+    # so with patience 2 the third validation point (step 3) is the second in a row without a new best
+    extra = ("sft.mode=only", "sft.lr=1e-3", "train.total_steps=6", "eval.validation.every=1",
+             "eval.validation.patience=2", "eval.validation.problems=2", "eval.max_new_tokens=1")
+    out = tmp_path / "early"
+    summary = train(micro_cfg(*extra), out)
+    assert (summary["steps"], summary["steps_cap"], summary["stopped_early"]) == (3, 6, True)
+    assert summary["final_checkpoint"].endswith("step-000003") and Path(summary["final_checkpoint"]).is_dir()
+    assert summary["eval"]["toy"]["final"] is not None  # the final evaluation is of the step it stopped at
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["val_toy_accuracy"] == 0.0 for r in rows)
+    assert not (out / "steps" / "000004").exists()
+    again = train(micro_cfg(*extra), out)  # the same command again: nothing more to train
+    assert again["steps"] == 3 and again["stopped_early"] and not (out / "steps" / "000004").exists()
+
+
+def test_early_stopping_needs_validation_points():
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eval.validation.patience: early stopping needs validation points"):
+        micro_cfg("eval.validation.patience=2")
+
+
+def test_a_run_stored_before_a_field_existed_resumes(finished_run, tmp_path):
+    import yaml
+
+    out = tmp_path / "old"
+    shutil.copytree(finished_run[0], out)
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    del stored["eval"]["validation"]["patience"]  # as written by a version without early stopping
+    (out / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert train(micro_cfg(), out)["steps"] == 2  # accepted: the missing field is at its default

@@ -19,8 +19,9 @@ command line).
 from __future__ import annotations
 
 from pipeline.config.eval import EvalConfig, ValidationConfig
-from pipeline.config.loader import (RECIPE_DIR, apply_overrides, build_section, config_from_dict, dump_yaml,
-                                    list_recipes, load_config, merge_recipes, read_recipe, resolve_recipe_path, to_dict)
+from pipeline.config.loader import (RECIPE_DIR, apply_overrides, build_section, config_changes, config_from_dict,
+                                    dump_yaml, list_recipes, load_config, merge_recipes, read_recipe,
+                                    resolve_recipe_path, to_dict, with_defaults)
 from pipeline.config.model_data import DataConfig, DecontamConfig, ModelConfig, ToyConfig
 from pipeline.config.reference import field_docs, main, reference_markdown
 from pipeline.config.renamed import RENAMED, fingerprint_view, migrate
@@ -32,6 +33,6 @@ from pipeline.errors import ConfigError
 __all__ = ["Config", "ConfigError", "DataConfig", "DecontamConfig", "EvalConfig", "GenerateConfig", "LoraConfig",
            "ModelConfig", "ObjectiveConfig", "PrefixConfig", "RECIPE_DIR", "RENAMED", "RewardConfig", "SECTIONS",
            "SFTConfig", "SGLangConfig", "ToyConfig", "TrainConfig", "UpdateConfig", "ValidationConfig",
-           "apply_overrides", "build_section", "config_from_dict", "dump_yaml", "field_docs", "fingerprint_view",
+           "apply_overrides", "build_section", "config_changes", "config_from_dict", "dump_yaml", "field_docs", "fingerprint_view",
            "list_recipes", "load_config", "main", "merge_recipes", "migrate", "read_recipe", "reference_markdown",
-           "resolve_recipe_path", "to_dict"]
+           "resolve_recipe_path", "to_dict", "with_defaults"]

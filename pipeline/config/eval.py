@@ -18,10 +18,15 @@ class ValidationConfig:
     suites: list[str] = field(default_factory=list)
     """Suites of the validation evaluation; [] evaluates a slice of `eval.suites`. Set it to a split
     disjoint from the held-out one (`toy_val`, `countdown_val`) when choices are made on validation."""
+    patience: int = 0
+    """Early stopping: end training once `patience` validation points in a row bring no new best validation
+    accuracy (mean over the validation suites); `train.total_steps` is then a cap. The run ends at that
+    step (its checkpoint is the final one, evaluated at the end as usual). 0 never stops early."""
 
     def __post_init__(self) -> None:
         _in_range(self.every, "eval.validation.every", 0)
         _in_range(self.problems, "eval.validation.problems", 1)
+        _in_range(self.patience, "eval.validation.patience", 0)
 
 
 @dataclass

@@ -221,3 +221,30 @@ def load_config(config: str, overrides: list[str] | None = None) -> Config:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, width=110)
+
+
+def with_defaults(raw: dict) -> dict:
+    """A stored config mapping with the fields it does not name at their defaults (a run directory written
+    before a field existed compares equal to today's config when the new field keeps its default). A mapping
+    that is not a valid config is returned as it is, for the caller's comparison to report."""
+    try:
+        return to_dict(config_from_dict(raw, "the stored config"))
+    except (ConfigError, TypeError, ValueError):
+        return raw
+
+
+def config_changes(old: dict, new: dict) -> str:
+    """`key: old -> new` for up to five fields that differ between two config mappings."""
+    changed = _changes(old, new, "")
+    return "; ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+
+
+def _changes(old: dict, new: dict, prefix: str) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out

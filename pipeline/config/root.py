@@ -38,6 +38,9 @@ class Config:
         _check(self.sft.mode != "then_rl" or 0 < self.sft.steps < self.train.total_steps, "sft.steps",
                f"under sft.mode=then_rl must be in [1, train.total_steps - 1] = [1, {self.train.total_steps - 1}], "
                f"got {self.sft.steps}")
+        v = self.eval.validation
+        _check(v.patience == 0 or (v.every > 0 and bool(self.eval.suites)), "eval.validation.patience",
+               "early stopping needs validation points: set eval.validation.every (and eval.suites), or patience 0")
 
     @property
     def schedule_horizon(self) -> int:
