@@ -11,15 +11,19 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   `countdown` (recipe compare_countdown, `countdown` / `countdown_val`). Validation problems come from the
   test partition but are not in the held-out split, and no training problem is in either.
 - Compute: every run is charged the update FLOPs and the rollout tokens/FLOPs it spends (summary.json
-  `compute`, pipeline/accounting.py). The budget is R RL steps of the base recipe. SFT gets the same compute:
+  `compute`, pipeline/accounting.py). The budget is R RL steps of the base recipe. The matched SFT budget:
   an RL step processes prompts x samples sequences once to generate and 3 forward-equivalents to update, an
-  SFT step sft.batch_size demonstrations 3 forward-equivalents, so SFT runs R x ratio steps, ratio =
-  prompts x samples x 4 / (sft.batch_size x 3) (10.7 at 32 x 8 against 32): 107 steps at the default
-  R = 10, which is not enough for SFT to converge on the chain task (its validation accuracy is still rising
-  at 320 steps; docs/results.md), 533 at R = 50 (`full`). A row whose best validated checkpoint is one of its
-  last two validation points is counted as "still rising" in the table. The measured compute of every run is
-  reported beside its accuracy, with wall time as a second view. SFT -> X rows start from the selected SFT
-  checkpoint of the same seed and are charged the SFT run's compute plus their own.
+  SFT step sft.batch_size demonstrations 3 forward-equivalents, so R RL steps cost R x ratio SFT steps, ratio =
+  prompts x samples x 4 / (sft.batch_size x 3) (10.7 at 32 x 8 against 32): 107 steps at the default R = 10.
+  That is far from enough for SFT to converge on the chain task (docs/results.md), so SFT is not held to it:
+  SFT trains to convergence, validating 4 times within the matched budget and on at that cadence, and stops
+  once SFT_PATIENCE validations in a row bring no new best (eval.validation.patience), at most the preset's
+  sft_cap x the matched budget. Two rows come from those runs: "SFT (converged)" (learning rate and checkpoint
+  chosen over the whole run, charged the whole run) and "SFT at matched compute" (chosen among the validation
+  points within the matched budget, charged those steps). SFT -> X rows start from the converged SFT
+  checkpoint of the same seed and are charged the whole SFT run plus their own. A row whose best validated
+  checkpoint is one of its last two validation points is counted as "still rising" in the table. The measured
+  compute of every run is reported beside its accuracy, with wall time as a second view.
 - Tuning: each method's learning rate (update.lr for the RL phase) is chosen from the same three values (LRS;
   SFT's sft.lr from SFT_LRS, the same grid moved up one point: on the chain task SFT at 1e-3 is ahead of 3e-4
   at every validation point, docs/results.md) by the best validation accuracy on seed 0; seeds 1.. run at the
@@ -37,14 +41,16 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   curate stage's fingerprint) curate once: later ones get the first one's curate folder linked in.
 
 Every run is a normal run directory, OUTPUT/<task>/runs/<method>/lr<lr>-seed<k>; an interrupted comparison
-resumes where it stopped (finished runs and evaluations are kept, a half-done run resumes itself). Writes
+resumes where it stopped (finished runs and evaluations are kept, a half-done run resumes itself); a run
+directory trained with other settings (another preset, budget or code default) is refused with the fields that
+differ, never read as this comparison's. Writes
 per task OUTPUT/<task>/results.{json,md} (held-out mean ± std per level, selected step, compute, wall time)
 and accuracy_vs_compute.png, and OUTPUT/results.md for all tasks.
 
 Presets (times in docs/results.md): `quick` (seed 0, one learning rate, 6 RL steps, one evaluation sample: a
-smoke run of the harness, ranks nothing), `default` (3 seeds, the sweep, 10 RL steps, 100 validation problems
-per task, ablations at Prefix-RFT's learning rate, 2 jobs), `full` (3 seeds, the sweep for every row, 50 RL
-steps, the whole validation split, 2 jobs).
+smoke run of the harness, ranks nothing), `default` (3 seeds, the sweep, 10 RL steps, SFT up to 6 x its matched
+107 steps, 100 validation problems per task, ablations at Prefix-RFT's learning rate, 2 jobs), `full` (3 seeds,
+the sweep for every row, 50 RL steps, SFT up to 4 x 533 steps, the whole validation split, 2 jobs).
 """
 
 from __future__ import annotations
