@@ -95,6 +95,8 @@ def fingerprint_view(section: str, cfg: Any) -> dict[str, Any]:
     """`dataclasses.asdict` of the section `section`, with each renamed field back under its old flat
     key (a group left empty is dropped): what stage fingerprints hash, unchanged by the move."""
     out = dataclasses.asdict(cfg)
+    if section == "eval":  # when to stop training, not what an evaluation computes: no stage or evaluation hashes it
+        out.get("validation", {}).pop("patience", None)
     for old, new in RENAMED.items():
         if old[0] != section:
             continue
