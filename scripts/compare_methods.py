@@ -79,6 +79,7 @@ if str(REPO) not in sys.path:
 from pipeline.config import (ConfigError, apply_overrides, config_from_dict, merge_recipes, migrate,  # noqa: E402
                              read_recipe, resolve_recipe_path)
 from pipeline.errors import UserError  # noqa: E402
+from pipeline.summary import read_metrics  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,8 @@ SFT_LRS = (1e-4, 3e-4, 1e-3)  # SFT's (sft.lr): the same three-point grid, centr
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"rl_steps": 6, "seeds": (0,), "lrs": (1e-4,), "eval": ("eval.samples_per_problem=1",),
               "val_problems": 60, "jobs": 1, "sft_cap": 2},
-    # default: sized for the 90-minute target (47 runs per task: the four ablations take Prefix-RFT's learning
-    # rate; 2 at once); at R = 10 SFT is still rising on the chain task, and the table flags it (docs/results.md)
+    # default: 47 runs per task (the four ablations take Prefix-RFT's learning rate; 2 at once); SFT trains to
+    # convergence, up to 6 x its matched 107 steps (docs/results.md: not yet timed from an empty directory)
     "default": {"rl_steps": 10, "seeds": (0, 1, 2), "lrs": LRS, "sft_lrs": SFT_LRS, "eval": (), "val_problems": 100,
                 "sweep_ablations": False, "jobs": 2, "sft_cap": 6},
     "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "sft_lrs": SFT_LRS, "eval": (), "val_problems": 100000,
@@ -228,8 +229,9 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def validation_curve(run_dir: Path, val_suite: str) -> list[tuple[int, float]]:
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+def validation_curve(run_dir: Path, val_suite: str, rows: list[dict[str, Any]] | None = None) -> list[tuple[int, float]]:
+    """(step, validation accuracy) of a run, from its metrics rows (read from run_dir unless given)."""
+    rows = read_metrics(run_dir) if rows is None else rows
     key = f"val_{val_suite}_accuracy"
     return [(r["step"], r[key]) for r in rows if r.get(key) is not None]
 
@@ -268,9 +270,9 @@ def read_run(run_dir: Path, method: str, seed: int, lr: float, task: Task, held:
     With `budget` (steps), only the run's first `budget` steps: their compute and validation points, and the
     run's wall time scaled by budget / steps trained (an estimate: wall time is not recorded per step)."""
     summary = json.loads((run_dir / "summary.json").read_text())
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = read_metrics(run_dir)
     compute = dict(summary.get("compute") or {})
-    wall, curve = _wall(summary), validation_curve(run_dir, task.val_suite)
+    wall, curve = _wall(summary), validation_curve(run_dir, task.val_suite, rows)
     if budget is not None:
         from pipeline.accounting import run_compute
 
