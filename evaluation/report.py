@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from evaluation import plots
+from evaluation import plots as plot_module
 from evaluation.stats import macro_average
 from evaluation.suites import GROUPS
 
@@ -66,14 +66,18 @@ def format_table(summaries: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(output_dir: Path, summaries: dict[str, dict[str, Any]], label: str, cfg: Any) -> None:
+def write_report(output_dir: Path, summaries: dict[str, dict[str, Any]], label: str, cfg: Any,
+                 plots: bool = True) -> None:
+    """summary.json and results.md; with `plots` also the accuracy and pass@k plots (matplotlib: half a
+    second a call, which a validation point every few training steps skips)."""
     output_dir = Path(output_dir)
     body = {"label": label, "protocol": cfg.protocol, "suites": summaries, "macro": macro_rows(summaries),
             "config": asdict(cfg)}
     _atomic_write(output_dir / "summary.json", json.dumps(body, indent=1))
     _atomic_write(output_dir / "results.md", f"{label}\n\n" + format_table(summaries) if label else
                   format_table(summaries))
-    plots.suite_plots(output_dir, summaries, label, macro_rows(summaries))
+    if plots:
+        plot_module.suite_plots(output_dir, summaries, label, macro_rows(summaries))
 
 
 def write_comparison(output_dir: Path, results: dict[str, dict[str, dict[str, Any]]], cfg: Any) -> None:
@@ -94,7 +98,7 @@ def write_comparison(output_dir: Path, results: dict[str, dict[str, dict[str, An
                                                           "macro": macro_rows(results[n])} for n in names}}
     _atomic_write(Path(output_dir) / "summary.json", json.dumps(body, indent=1))
     points = {n: (step_of(n), results[n]) for n in names}
-    plots.over_steps(Path(output_dir) / "accuracy_over_steps.png", points)
+    plot_module.over_steps(Path(output_dir) / "accuracy_over_steps.png", points)
 
 
 def run_points(run_dir: Path) -> dict[str, tuple[int, dict[str, dict[str, Any]]]]:

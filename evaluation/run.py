@@ -218,9 +218,9 @@ def _suite_summary(suite: Suite, cfg: EvalConfig, items: list[EvalItem], ds: Dat
 
 def evaluate(backend: RolloutBackend | None, tokenizer: Any, suites: list[Suite], cfg: EvalConfig, output_dir: Path,
              *, stop_ids: list[int], policy_fp: str, data_dir: str | None = None,
-             label: str = "", control: str = "oracle") -> dict[str, dict[str, Any]]:
+             label: str = "", control: str = "oracle", plots: bool = True) -> dict[str, dict[str, Any]]:
     """Evaluate every suite into `output_dir/<suite>/` (cached by policy and eval config), then write
-    summary.json, results.md and the plots."""
+    summary.json, results.md and (with `plots`) the plots."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     summaries = {}
@@ -239,7 +239,7 @@ def evaluate(backend: RolloutBackend | None, tokenizer: Any, suites: list[Suite]
         summaries[suite.name] = summary
         log.info("eval %s %s: %s %.4f ± %.4f (%d problems x %d)", label, suite.name, summary["metric"],
                  summary["accuracy"], summary["stderr"], summary["problems"], summary["samples_per_problem"])
-    write_report(output_dir, summaries, label, cfg)
+    write_report(output_dir, summaries, label, cfg, plots=plots)
     return summaries
 
 

@@ -294,8 +294,8 @@ class Run:
 
 
 def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, dict[str, Any]]:
-    """Evaluate the policy after `step` (0: base) on `eval.suites` into eval/<base|step-N>/, or on the
-    validation slice into eval/validation/step-N/ (main process; cached by policy and eval config)."""
+    """Evaluate the policy after `step` (0: base) on `eval.suites` into eval/<base|step-N>/, or on the validation
+    slice into eval/validation/step-N/, without plots (main process; cached by policy and eval config)."""
     name = "base" if step == 0 else f"step-{step:06d}"
     out = run.out / "eval" / ("validation/" + name if validation else name)
     eval_cfg = validation_config(run.cfg.eval) if validation else run.cfg.eval
@@ -316,7 +316,8 @@ def evaluate_step(run: Run, step: int, validation: bool = False) -> dict[str, di
         return evaluate(backend, run.tokenizer, resolve_suites(names), eval_cfg, out,
                         stop_ids=stop_token_ids(run.tokenizer, backend.model), policy_fp=run.policy_fp(step),
                         data_dir=eval_cfg.data_dir,
-                        label=("validation " if validation else "") + ("base" if step == 0 else f"step {step}"))
+                        label=("validation " if validation else "") + ("base" if step == 0 else f"step {step}"),
+                        plots=not validation)
 
     return evaluate_on_all_ranks(run.acc, build, main)  # main grades and writes; every rank decodes a share
 

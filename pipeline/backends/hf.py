@@ -217,7 +217,7 @@ class TransformersBackend:
             rows = DynamicCache(config=self.model.config)
             rows.layers = [layer.empty_like_rows(n, width + steps) for layer in cache.layers]
             cache, mask = rows, mask.new_zeros((n, 0))
-        else:
+        elif len(distinct) < n:  # (every row its own prompt: the cache is already in row order)
             cache.batch_select_indices(select)
             mask = mask[select]  # [R, P]
         if prefill:

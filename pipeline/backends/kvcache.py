@@ -49,8 +49,15 @@ def _preallocated_layer_class() -> type:
             return self.length if self.is_initialized else 0
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.is_initialized:  # may repeat rows (a prompt's cache for each of its samples)
-                self._k, self._v = self._k[indices], self._v[indices]
+            """Rows `indices` (may repeat: a prompt's cache for each of its samples) into fresh buffers, copying
+            the filled positions only: indexing the whole [B, H, capacity, D] buffer touched every unused
+            position too and was 60% of a held-out evaluation's time (docs/performance.md)."""
+            if self.is_initialized:
+                shape = (len(indices), *self._k.shape[1:])
+                k, v = self._k.new_empty(shape), self._v.new_empty(shape)
+                k[:, :, :self.length] = self._k[indices, :, :self.length]
+                v[:, :, :self.length] = self._v[indices, :, :self.length]
+                self._k, self._v = k, v
                 self._view()
 
         def compact(self, rows: torch.Tensor, drop: int) -> None:
