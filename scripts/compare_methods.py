@@ -35,7 +35,8 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   its tuned recipe (`default`); `full` sweeps them like every other method.
 - Rows: METHODS below. Prefix-RFT and its ablations are the base recipe itself.
 - Runs: --jobs at once (default: the preset's), each a subprocess with cpu_count / jobs threads; SFT runs get
-  a free slot first (the SFT -> X rows wait for them). Every run is its own process with its own seed, so the
+  a free slot first (the SFT -> X rows wait for them); with more than one job the tasks share the slots and
+  run side by side (no slot idles while a task waits on its last runs). Every run is its own process with its own seed, so the
   numbers do not depend on --jobs (up to the threads' summation order); wall times do, and are comparable
   within one command. Runs whose curation is the same (same data, same starting tokenizer and weights: the
   curate stage's fingerprint) curate once: later ones get the first one's curate folder linked in.
@@ -339,8 +340,16 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+_PLOT_LOCK = threading.Lock()  # pyplot's state is global: two tasks finishing together plot one at a time
+
+
 def plot(agg: dict[str, Any], out: Path, title: str) -> list[str]:
     """accuracy_vs_compute.png: held-out accuracy (± std over seeds) against compute and against wall time."""
+    with _PLOT_LOCK:
+        return _plot(agg, out, title)
+
+
+def _plot(agg: dict[str, Any], out: Path, title: str) -> list[str]:
     try:
         import matplotlib
 
@@ -761,13 +770,13 @@ def _main(args: argparse.Namespace) -> int:
     print(protocol, file=sys.stderr, flush=True)
     _write(out / "protocol.md", protocol + "\n")
     t0 = time.time()
-    sections = []
-    for task in tasks:
+
+    def one_task(task: Task) -> str | None:
         comp = Comparison(task, out, preset, methods, seeds, list(args.overrides), args.dry_run)
         agg = comp.run()
         print(f"compare_methods: {comp.count} runs on {task.name} ({time.time() - t0:.0f}s so far)", file=sys.stderr)
         if agg is None:
-            continue
+            return None
         header = (f"## {task.name}: held-out `{task.suite}`, checkpoints and learning rates chosen on "
                   f"`{task.val_suite}`\n\n{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, "
                   f"torch {_torch_version()}; command: `python scripts/compare_methods.py {' '.join(sys.argv[1:])}`; "
@@ -779,7 +788,16 @@ def _main(args: argparse.Namespace) -> int:
         _write(comp.out / "results.json", json.dumps(agg, indent=1))
         md = results_markdown(agg, header)
         _write(comp.out / "results.md", md)
-        sections.append(md)
+        return md
+
+    # the tasks share the slots: with several jobs they run side by side, so no slot idles while one task waits
+    # on its last runs (the base policy's evaluation, and the embedded model's build on a fresh machine, of each
+    # task start together); a dry run prints its plans one task after the other
+    if SLOTS.jobs > 1 and len(tasks) > 1 and not args.dry_run:
+        with ThreadPoolExecutor(len(tasks)) as pool:
+            sections = [md for md in pool.map(one_task, tasks) if md]
+    else:
+        sections = [md for md in map(one_task, tasks) if md]
     if args.dry_run:
         return 0
     text = "# Method comparison\n\n" + protocol + f"\n\nwall time of the whole command: {time.time() - t0:.0f} s\n\n" \

@@ -191,6 +191,26 @@ def test_whole_command_writes_tables_and_plot_per_task(tmp_path, monkeypatch, ca
     assert "## toy:" in top and "## countdown:" in top and "compare_methods protocol (preset default)" in top
 
 
+def test_with_several_jobs_the_tasks_run_side_by_side(tmp_path, monkeypatch):
+    """Each task's base-policy evaluation (which builds the task's embedded model on a fresh machine) waits
+    here until the other task's has started: run one task after the other, the barrier would time out."""
+    import threading
+
+    _fake_runs(monkeypatch)
+    fake_eval, barrier, seen = cm.evaluate_checkpoint, threading.Barrier(2, timeout=20), []
+
+    def eval_together(ckpt, suite, out, overrides, priority=0):
+        if out.name == "base_eval":
+            seen.append(suite)
+            barrier.wait()
+        return fake_eval(ckpt, suite, out, overrides, priority)
+
+    monkeypatch.setattr(cm, "evaluate_checkpoint", eval_together)
+    assert cm.main(["--output-dir", str(tmp_path), "--methods", "rft", "--seeds", "0", "--jobs", "2"]) == 0
+    assert sorted(seen) == ["countdown", "toy"]
+    assert "## toy:" in (tmp_path / "results.md").read_text()
+
+
 def test_jobs_do_not_change_results_and_ablations_can_take_prefix_rfts_lr(tmp_path, monkeypatch):
     """Two runs at once give the table one run at a time gives; SFT -> X still waits for SFT's selection;
     without the ablation sweep an ablation trains every seed at Prefix-RFT's chosen LR (3 runs, not 5)."""
