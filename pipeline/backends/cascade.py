@@ -55,6 +55,8 @@ class SharedPrompt:
     pre_values: list[torch.Tensor] | None = None
     pre_valid: torch.Tensor | None = None  # [Hb, W] bool (False at left padding)
     pre_row: torch.Tensor | None = None  # [A] the row's prefix (in batch order), -1 for rows without one
+    # what every layer of one decode forward shares, made at its first layer (`decode_masks`)
+    decode: tuple[torch.Tensor, torch.Tensor | None, bool] | None = None
 
     @classmethod
     def build(cls, keys, values, valid, group: torch.Tensor) -> "SharedPrompt":
@@ -87,7 +89,26 @@ class SharedPrompt:
 
     def with_own(self, mask: torch.Tensor) -> "SharedPrompt":
         """This batch with `mask` [A, S] (1 = real position) over the rows' own positions."""
-        return replace(self, own=mask.bool())
+        return replace(self, own=mask.bool(), decode=None)
+
+    def decode_masks(self) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+        """For a decode forward (one query per row): which positions of [prompt ; own ; prefix] each row
+        attends to ([A, 1, 1, P + S (+ W)] bool), the rows with a prefix ([Hb], prefix order; None without
+        prefixes) and whether every group is full (the rows are their groups' stacks in order, so stacking
+        the queries by group is a reshape). The same for every layer: made once per forward."""
+        if self.decode is None:
+            a = len(self.group)
+            parts = [self.valid[self.group], self.own]  # [A, P], [A, S]
+            rows = None
+            if self.pre_row is not None:
+                rows = (self.pre_row >= 0).nonzero().squeeze(-1)  # [Hb]: ascending rows are prefix order
+                pre = torch.zeros((a, self.pre_valid.shape[1]), dtype=torch.bool, device=self.group.device)
+                pre[rows] = self.pre_valid
+                parts.append(pre)
+            dense = a == len(self.valid) * self.width and bool(
+                (self.slot == torch.arange(a, device=self.slot.device)).all())
+            self.decode = (torch.cat(parts, dim=-1)[:, None, None, :], rows, dense)
+        return self.decode
 
     def with_prefixes(self, keys: list[torch.Tensor], values: list[torch.Tensor], valid: torch.Tensor,
                       rows: torch.Tensor, n: int) -> "SharedPrompt":
@@ -175,31 +196,33 @@ def cascade_attention(module, query, key, value, attention_mask, dropout: float 
         return out.transpose(1, 2).contiguous(), None
     q = query.reshape(a, hkv, rep, d)  # one query per row: the query heads of a KV head stacked
     g, p_len, s_len = kp.shape[0], kp.shape[2], key.shape[2]
+    valid, rows, dense = sp.decode_masks()  # [A, 1, 1, P + S (+ W)], [Hb] | None, every group full
 
     def to_groups(x: torch.Tensor) -> torch.Tensor:  # [A, Hkv, rep, n] -> [G, Hkv, width·rep, n]
         n = x.shape[-1]
-        out = x.new_zeros((g * sp.width, hkv, rep, n))
-        out[sp.slot] = x
-        return out.view(g, sp.width, hkv, rep, n).permute(0, 2, 1, 3, 4).reshape(g, hkv, sp.width * rep, n)
+        if not dense:  # finished rows have left: the others take their places in their groups' stacks
+            out = x.new_zeros((g * sp.width, hkv, rep, n))
+            out[sp.slot] = x
+            x = out
+        return x.view(g, sp.width, hkv, rep, n).permute(0, 2, 1, 3, 4).reshape(g, hkv, sp.width * rep, n)
 
     def to_rows(x: torch.Tensor) -> torch.Tensor:  # the inverse of to_groups
         n = x.shape[-1]
-        return x.view(g, hkv, sp.width, rep, n).permute(0, 2, 1, 3, 4).reshape(g * sp.width, hkv, rep, n)[sp.slot]
+        x = x.view(g, hkv, sp.width, rep, n).permute(0, 2, 1, 3, 4).reshape(g * sp.width, hkv, rep, n)
+        return x if dense else x[sp.slot]
 
     # the scores of every part side by side, one softmax over them (the exact softmax over [prompt ; prefix ;
-    # own]); the prompt part is one product per group, reading the group's prompt KV once
-    inf = float("-inf")
-    parts = [to_rows(torch.matmul(to_groups(q), kp.transpose(-1, -2)).float())
-             .masked_fill(~sp.valid[sp.group][:, None, None, :], inf),  # [A, Hkv, rep, P] fp32
-             torch.matmul(q, key.transpose(-1, -2)).float().masked_fill(~own, inf)]  # [A, Hkv, rep, S]
-    rows = None
-    if sp.pre_row is not None:  # rows with a demonstration prefix also attend over it (a third part)
-        rows = (sp.pre_row >= 0).nonzero().squeeze(-1)  # [Hb], in prefix order
-        pre = torch.full((a, hkv, rep, sp.pre_valid.shape[1]), inf, device=q.device)  # [A, Hkv, rep, W] fp32
-        pre[rows] = torch.matmul(q[rows], sp.pre_keys[layer].transpose(-1, -2)).float().masked_fill(
-            ~sp.pre_valid[:, None, None, :], inf)
+    # own]); the prompt part is one product per group, reading the group's prompt KV once. The positions a
+    # row does not attend to are masked once over the concatenation (masked_fill, so that no stale value in
+    # a masked key can reach the softmax).
+    parts = [to_rows(torch.matmul(to_groups(q), kp.transpose(-1, -2)).float()),  # [A, Hkv, rep, P] fp32
+             torch.matmul(q, key.transpose(-1, -2)).float()]  # [A, Hkv, rep, S]
+    if rows is not None:  # rows with a demonstration prefix also attend over it (a third part)
+        pre = torch.zeros((a, hkv, rep, sp.pre_valid.shape[1]), device=q.device)  # [A, Hkv, rep, W] fp32
+        pre[rows] = torch.matmul(q[rows], sp.pre_keys[layer].transpose(-1, -2)).float()
         parts.append(pre)
-    probs = torch.softmax(torch.cat(parts, dim=-1) * scale, dim=-1).to(value.dtype)  # [A, Hkv, rep, P+S(+W)]
+    scores = torch.cat(parts, dim=-1).masked_fill(~valid, float("-inf"))
+    probs = torch.softmax(scores * scale, dim=-1).to(value.dtype)  # [A, Hkv, rep, P+S(+W)]
     out = to_rows(torch.matmul(to_groups(probs[..., :p_len]), vp))  # [A, Hkv, rep, D]
     out = out + torch.matmul(probs[..., p_len:p_len + s_len], value)
     if rows is not None:
