@@ -186,12 +186,11 @@ def cascade_attention(module, query, key, value, attention_mask, dropout: float 
     rep = hq // hkv
     scale = scaling if scaling is not None else d ** -0.5
     kp, vp = sp.keys[layer], sp.values[layer]  # [G, Hkv, P, D]
-    own = _own_valid(sp.own, q_len)  # [A, 1, L, S]
     if q_len > 1:  # prefill of prefixes: the row's prompt gathered once, one attention over [prompt ; own]
         k_all = repeat_kv(torch.cat([kp[sp.group], key], dim=2), rep)  # [A, Hq, P + S, D]
         v_all = repeat_kv(torch.cat([vp[sp.group], value], dim=2), rep)
         valid = torch.cat([sp.valid[sp.group][:, None, None, :].expand(-1, 1, q_len, -1),
-                           own], dim=-1)  # [A, 1, L, P + S]
+                           _own_valid(sp.own, q_len)], dim=-1)  # [A, 1, L, P + S]
         out, _ = attend(query, k_all, v_all, _bias(valid), scale)  # [A, Hq, L, D]
         return out.transpose(1, 2).contiguous(), None
     q = query.reshape(a, hkv, rep, d)  # one query per row: the query heads of a KV head stacked

@@ -53,12 +53,16 @@ def _preallocated_layer_class() -> type:
             the filled positions only: indexing the whole [B, H, capacity, D] buffer touched every unused
             position too and was 60% of a held-out evaluation's time (docs/performance.md)."""
             if self.is_initialized:
-                shape = (len(indices), *self._k.shape[1:])
-                k, v = self._k.new_empty(shape), self._v.new_empty(shape)
-                k[:, :, :self.length] = self._k[indices, :, :self.length]
-                v[:, :, :self.length] = self._v[indices, :, :self.length]
-                self._k, self._v = k, v
+                self._k, self._v = self._filled_rows(indices, self.capacity)
                 self._view()
+
+        def _filled_rows(self, rows: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """New [len(rows), H, capacity, D] key and value buffers holding `rows`' filled positions."""
+            shape = (len(rows), self._k.shape[1], capacity, self._k.shape[3])
+            k, v = self._k.new_empty(shape), self._v.new_empty(shape)
+            k[:, :, :self.length] = self._k[rows, :, :self.length]
+            v[:, :, :self.length] = self._v[rows, :, :self.length]
+            return k, v
 
         def compact(self, rows: torch.Tensor, drop: int) -> None:
             """Keep `rows` (moved to the front of the buffers) and drop the first `drop` filled positions,
@@ -77,10 +81,8 @@ def _preallocated_layer_class() -> type:
             """A new layer holding a copy of `rows`' filled positions, with room for `capacity`."""
             out = PreallocatedLayer(capacity)
             out.lazy_initialization(self.keys, self.values)
-            out._alloc(len(rows), self._k.shape[1], self._k.shape[3], self._k)
+            out._k, out._v = self._filled_rows(rows, capacity)
             out.length = self.length
-            out._k[:, :, :self.length] = self._k[rows, :, :self.length]
-            out._v[:, :, :self.length] = self._v[rows, :, :self.length]
             out._view()
             return out
 
