@@ -533,6 +533,57 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class WallLedger:
+    """OUTPUT/wall_time.json: the wall time of every invocation on this output directory, so that a comparison
+    resumed over several commands (the `full` preset outlasts a working session) still reports what it cost in
+    all. This invocation's entry is rewritten every `every` seconds while it runs (a killed command loses at most
+    that much) and once more when it ends; `complete` marks the invocation that finished every task."""
+
+    def __init__(self, out: Path, argv: list[str], every: float = 30.0):
+        self.path, self.every, self.t0 = out / "wall_time.json", every, time.time()
+        try:
+            self.earlier = list(json.loads(self.path.read_text())["invocations"]) if self.path.is_file() else []
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{self.path}: not a wall-time ledger this script wrote; move it away") from None
+        self.entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": argv, "seconds": 0.0, "complete": False}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> WallLedger:
+        self.save()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.save()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            self.save()
+
+    def seconds(self) -> float:
+        return time.time() - self.t0
+
+    def total(self) -> float:
+        return sum(float(e["seconds"]) for e in self.earlier) + self.seconds()
+
+    def save(self, complete: bool | None = None) -> None:
+        if complete is not None:
+            self.entry["complete"] = complete
+        self.entry["seconds"] = round(self.seconds(), 1)
+        _write(self.path, json.dumps({"invocations": [*self.earlier, self.entry]}, indent=1))
+
+    def line(self) -> str:
+        """The results' wall-time line: this command, and the whole comparison when it was resumed."""
+        text = f"wall time of the whole command: {self.seconds():.0f} s"
+        if self.earlier:
+            text += (f"; of the whole comparison, over {len(self.earlier) + 1} invocations (it was resumed): "
+                     f"{self.total():.0f} s")
+        return text
+
+
 def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: list[Method], seeds: list[int],
                   overrides: list[str]) -> str:
     shared, _ = read_recipe(tasks[0].recipe)
@@ -736,6 +787,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="runs at once, each with cpu_count/jobs threads (default: the preset's)")
     ap.add_argument("overrides", nargs="*", help="section.field=value applied to every run (the shared budget)")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line the results quote
     global SLOTS
     try:
         return _main(args)
@@ -769,6 +821,14 @@ def _main(args: argparse.Namespace) -> int:
     protocol = protocol_text(args.preset, preset, tasks, methods, seeds, args.overrides)
     print(protocol, file=sys.stderr, flush=True)
     _write(out / "protocol.md", protocol + "\n")
+    if args.dry_run:
+        return _run_tasks(args, out, preset, tasks, methods, seeds, protocol, None)
+    with WallLedger(out, args.argv) as ledger:
+        return _run_tasks(args, out, preset, tasks, methods, seeds, protocol, ledger)
+
+
+def _run_tasks(args: argparse.Namespace, out: Path, preset: dict[str, Any], tasks: list[Task],
+               methods: list[Method], seeds: list[int], protocol: str, ledger: WallLedger | None) -> int:
     t0 = time.time()
 
     def one_task(task: Task) -> str | None:
@@ -779,9 +839,10 @@ def _main(args: argparse.Namespace) -> int:
             return None
         header = (f"## {task.name}: held-out `{task.suite}`, checkpoints and learning rates chosen on "
                   f"`{task.val_suite}`\n\n{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, "
-                  f"torch {_torch_version()}; command: `python scripts/compare_methods.py {' '.join(sys.argv[1:])}`; "
-                  f"{time.time() - t0:.0f} s so far")
-        agg.update(command="python scripts/compare_methods.py " + " ".join(sys.argv[1:]),
+                  f"torch {_torch_version()}; command: `python scripts/compare_methods.py {' '.join(args.argv)}`; "
+                  f"{time.time() - t0:.0f} s so far"
+                  + (f" ({ledger.total():.0f} s over {len(ledger.earlier) + 1} invocations)" if ledger and ledger.earlier else ""))
+        agg.update(command="python scripts/compare_methods.py " + " ".join(args.argv),
                    machine=f"{platform.machine()} {os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"),
                    protocol=protocol)
         agg["plots"] = plot(agg, comp.out, f"{task.name}: held-out accuracy against compute")
@@ -800,8 +861,9 @@ def _main(args: argparse.Namespace) -> int:
         sections = [md for md in map(one_task, tasks) if md]
     if args.dry_run:
         return 0
-    text = "# Method comparison\n\n" + protocol + f"\n\nwall time of the whole command: {time.time() - t0:.0f} s\n\n" \
-        + "\n".join(sections)
+    assert ledger is not None
+    ledger.save(complete=True)
+    text = "# Method comparison\n\n" + protocol + f"\n\n{ledger.line()}\n\n" + "\n".join(sections)
     _write(out / "results.md", text)
     print(text)
     return 0

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,28 @@ def test_whole_command_writes_tables_and_plot_per_task(tmp_path, monkeypatch, ca
         assert (tmp_path / task / "accuracy_vs_compute.png").stat().st_size > 1000
     top = (tmp_path / "results.md").read_text()
     assert "## toy:" in top and "## countdown:" in top and "compare_methods protocol (preset default)" in top
+
+
+def test_a_resumed_comparison_reports_its_wall_time_over_every_invocation(tmp_path, monkeypatch, capsys):
+    """An invocation killed mid-way leaves its time in OUTPUT/wall_time.json (rewritten while it runs); the
+    invocation that resumes and finishes reports its own time and the sum over both."""
+    _fake_runs(monkeypatch)
+    with cm.WallLedger(tmp_path, ["--preset", "full"], every=0.01) as ledger:
+        ledger.t0 = time.time() - 300.0  # as if it had run 300 s when it was killed (its last save stays)
+        time.sleep(0.1)  # the heartbeat rewrites the file while the command runs
+        beat = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
+        assert len(beat) == 1 and 300.0 <= beat[0]["seconds"] < 310.0 and beat[0]["complete"] is False
+    assert cm.main(["--output-dir", str(tmp_path), "--methods", "rft", "--seeds", "0", "--tasks", "toy"]) == 0
+    inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
+    assert [e["complete"] for e in inv] == [False, True] and inv[1]["argv"][-2:] == ["--tasks", "toy"]
+    top = (tmp_path / "results.md").read_text()
+    this = int(top.split("wall time of the whole command: ")[1].split(" s")[0])
+    total = int(top.split("over 2 invocations (it was resumed): ")[1].split(" s")[0])
+    assert abs(total - (inv[0]["seconds"] + this)) <= 1 and total >= 300
+    assert "invocations)" in (tmp_path / "toy" / "results.md").read_text()
+    (tmp_path / "wall_time.json").write_text("[]")
+    assert cm.main(["--output-dir", str(tmp_path), "--methods", "rft", "--seeds", "0", "--tasks", "toy"]) == 2
+    assert "wall_time.json: not a wall-time ledger this script wrote" in capsys.readouterr().err
 
 
 def test_with_several_jobs_the_tasks_run_side_by_side(tmp_path, monkeypatch):
