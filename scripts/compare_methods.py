@@ -28,7 +28,7 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   SFT's sft.lr from SFT_LRS, the same grid moved up one point: on the chain task SFT at 1e-3 is ahead of 3e-4
   at every validation point, docs/results.md) by the best validation accuracy on seed 0; seeds 1.. run at the
   chosen value. Every run
-  validates every R/5 steps (SFT: every tenth of its steps) on the validation suite (the preset's number of
+  validates every R/5 steps (SFT: every quarter of its matched budget) on the validation suite (the preset's number of
   problems), and its checkpoint with the best validation accuracy is the one evaluated on the held-out split.
   Nothing is chosen on held-out. The Prefix-RFT ablations (gate all / bottom / random, uniform schedule)
   change one component at Prefix-RFT's chosen learning rate, as the paper's ablations change one component of
