@@ -546,7 +546,7 @@ class WallLedger:
         except (ValueError, KeyError, TypeError):
             raise UserError(f"{self.path}: not a wall-time ledger this script wrote; move it away") from None
         self.entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": argv, "seconds": 0.0, "complete": False}
-        self._stop = threading.Event()
+        self._stop, self._lock = threading.Event(), threading.Lock()  # the heartbeat and the main thread both save
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def __enter__(self) -> WallLedger:
@@ -570,10 +570,11 @@ class WallLedger:
         return sum(float(e["seconds"]) for e in self.earlier) + self.seconds()
 
     def save(self, complete: bool | None = None) -> None:
-        if complete is not None:
-            self.entry["complete"] = complete
-        self.entry["seconds"] = round(self.seconds(), 1)
-        _write(self.path, json.dumps({"invocations": [*self.earlier, self.entry]}, indent=1))
+        with self._lock:
+            if complete is not None:
+                self.entry["complete"] = complete
+            self.entry["seconds"] = round(self.seconds(), 1)
+            _write(self.path, json.dumps({"invocations": [*self.earlier, self.entry]}, indent=1))
 
     def line(self) -> str:
         """The results' wall-time line: this command, and the whole comparison when it was resumed."""
