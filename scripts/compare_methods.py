@@ -22,7 +22,8 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   chosen over the whole run, charged the whole run) and "SFT at matched compute" (chosen among the validation
   points within the matched budget, charged those steps). SFT -> X rows start from the converged SFT
   checkpoint of the same seed and are charged the whole SFT run plus their own. A row whose best validated
-  checkpoint is one of its last two validation points is counted as "still rising" in the table. The measured
+  checkpoint is one of its last two validation points is counted as "still rising", and an SFT run that its step
+  cap ended before the plateau rule as "capped": both are "not converged" in the table. The measured
   compute of every run is reported beside its accuracy, with wall time as a second view.
 - Tuning: each method's learning rate (update.lr for the RL phase) is chosen from the same three values (LRS;
   SFT's sft.lr from SFT_LRS, the same grid moved up one point: on the chain task SFT at 1e-3 is ahead of 3e-4
@@ -214,6 +215,7 @@ class RunResult:
     lr: float = 0.0
     selected_step: int = 0
     compute: dict[str, float] = field(default_factory=dict)
+    capped: bool = False  # trained with early stopping, but its step cap ended it first (capped_by_steps)
 
 
 def _wall(summary: dict[str, Any]) -> float:
@@ -242,6 +244,18 @@ def still_rising(curve: list[tuple[int, float]], selected: int) -> bool:
     run was still improving when its budget ran out, so it is not converged at this budget."""
     steps = sorted(s for s, _ in curve)
     return len(steps) >= 2 and selected >= steps[-2]
+
+
+def capped_by_steps(run_dir: Path, summary: dict[str, Any]) -> bool:
+    """True when a run that trains to its validation plateau (early stopping: eval.validation.patience > 0, as
+    SFT here) was ended by its step cap instead: it never met the plateau rule, so it is not known to be
+    converged, wherever its best validated checkpoint lies (a noisy dip at the last points hides that from
+    `still_rising`). Runs without early stopping always end at their cap; for them this is False."""
+    import yaml
+
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    patience = int(((raw.get("eval") or {}).get("validation") or {}).get("patience") or 0)
+    return patience > 0 and not summary.get("stopped_early") and summary.get("steps", 0) >= summary.get("steps_cap", 1)
 
 
 def select_step(curve: list[tuple[int, float]]) -> int:
@@ -274,6 +288,7 @@ def read_run(run_dir: Path, method: str, seed: int, lr: float, task: Task, held:
     rows = read_metrics(run_dir)
     compute = dict(summary.get("compute") or {})
     wall, curve = _wall(summary), validation_curve(run_dir, task.val_suite, rows)
+    capped = budget is None and capped_by_steps(run_dir, summary)  # a row read within a budget: still_rising only
     if budget is not None:
         from pipeline.accounting import run_compute
 
@@ -284,7 +299,7 @@ def read_run(run_dir: Path, method: str, seed: int, lr: float, task: Task, held:
         compute[k] = compute.get(k, 0.0) + v
     return RunResult(method, seed, held["accuracy"], dict(held.get("accuracy_by_level", {})),
                      summary.get("reward_last_quarter"), wall + (extra_compute or {}).get("wall_seconds", 0.0),
-                     curve, rows, lr, step, compute)
+                     curve, rows, lr, step, compute, capped)
 
 
 def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str, Any]:
@@ -309,6 +324,9 @@ def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str
             "wall_seconds": mean_std([r.wall_seconds for r in rs])[0],
             "curves": {str(r.seed): r.curve for r in rs},
             "still_rising": sum(still_rising(r.curve, r.selected_step) for r in rs),
+            "capped": sum(r.capped for r in rs),
+            # seeds not known to be converged: still rising, or ended by the step cap before the plateau rule
+            "not_converged": sum(still_rising(r.curve, r.selected_step) or r.capped for r in rs),
         }
     return out
 
@@ -317,7 +335,7 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
     methods = agg["methods"]
     levels = sorted({lv for v in methods.values() for lv in v["by_level"]}, key=int)
     head = ["method", "lr", "held-out acc. (mean ± std)", *[f"L{lv}" for lv in levels], "selected step(s)",
-            "still rising", "compute (TFLOP)", "rollout tokens", "wall s"]
+            "not converged", "compute (TFLOP)", "rollout tokens", "wall s"]
     lines = [header, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if agg.get("base"):
         b = agg["base"]
@@ -328,16 +346,26 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
         cells = [v["label"], f"{v['lr']:g}", f"{100 * v['accuracy']:.1f} ± {100 * v['accuracy_std']:.1f}",
                  *[f"{100 * v['by_level'][lv][0]:.1f} ± {100 * v['by_level'][lv][1]:.1f}" if lv in v["by_level"]
                    else "-" for lv in levels],
-                 ",".join(map(str, v["selected_steps"])), f"{v['still_rising']}/{len(v['seeds'])}",
+                 ",".join(map(str, v["selected_steps"])), _not_converged_cell(v),
                  f"{v['total_flops'] / 1e12:.2f}", f"{v['rollout_tokens']:.0f}", f"{v['wall_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    rising = [v["label"] for v in methods.values() if v["still_rising"]]
+    rising = [v["label"] for v in methods.values() if _not_converged(v)]
     if rising:
-        lines += ["", f"**Not converged at this budget: {'; '.join(rising)}.** \"still rising\" counts the seeds whose "
-                  "best validated checkpoint was one of their last two validation points: accuracy was still "
-                  "going up when the budget ran out. Compare these rows at a larger budget (`--preset full`, or "
-                  "raise the RL steps) before drawing conclusions from them."]
+        lines += ["", f"**Not converged at this budget: {'; '.join(rising)}.** \"not converged\" counts the seeds whose "
+                  "best validated checkpoint was one of their last two validation points (accuracy was still "
+                  "going up when the budget ran out) and, for runs that train to their validation plateau (SFT), "
+                  "the seeds their step cap ended before the plateau rule did (\"capped\"). Compare these rows at "
+                  "a larger budget (`--preset full`, or raise the RL steps) before drawing conclusions from them."]
     return "\n".join(lines) + "\n"
+
+
+def _not_converged(v: dict[str, Any]) -> int:
+    return v.get("not_converged", v["still_rising"])  # results written before the cap was counted
+
+
+def _not_converged_cell(v: dict[str, Any]) -> str:
+    cell = f"{_not_converged(v)}/{len(v['seeds'])}"
+    return cell + (f" ({v['capped']} capped)" if v.get("capped") else "")
 
 
 _PLOT_LOCK = threading.Lock()  # pyplot's state is global: two tasks finishing together plot one at a time

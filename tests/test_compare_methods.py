@@ -102,6 +102,27 @@ def test_runs_still_rising_at_the_end_of_their_budget_are_flagged():
     agg = cm.aggregate(rs, None)
     assert agg["methods"]["sft"]["still_rising"] == 1
     assert "| 20,10 | 1/2 |" in cm.results_markdown(agg, "# t")
+    # a seed that peaked before a noisy last point but was ended by its step cap is not converged either
+    rs[1].capped = True
+    agg = cm.aggregate(rs, None)
+    v = agg["methods"]["sft"]
+    assert (v["still_rising"], v["capped"], v["not_converged"]) == (1, 1, 2)
+    md = cm.results_markdown(agg, "# t")
+    assert "| 20,10 | 2/2 (1 capped) |" in md and "**Not converged at this budget: SFT (converged).**" in md
+
+
+def test_a_run_with_early_stopping_that_its_step_cap_ended_is_capped(tmp_path):
+    import yaml
+
+    def run(patience, **summary):
+        d = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml.safe_dump({"eval": {"validation": {"patience": patience}}}))
+        return cm.capped_by_steps(d, summary)
+
+    assert run(4, steps=642, steps_cap=642, stopped_early=False)  # SFT that never met the plateau rule
+    assert not run(4, steps=546, steps_cap=642, stopped_early=True)  # the plateau rule stopped it
+    assert not run(0, steps=10, steps_cap=10, stopped_early=False)  # an RL run: no early stopping, always capped
 
 
 VAL = {1e-4: [0.2, 0.6], 3e-4: [0.5, 0.4], 3e-5: [0.1, 0.1], 1e-3: [0.3, 0.3]}  # lr -> validation at steps 4, 8
@@ -118,6 +139,7 @@ def _fake_runs(monkeypatch, val=VAL):
         trained.append((run_dir.parent.name, raw["model"]["name_or_path"]))
         lr = raw["sft"]["lr"] if (raw.get("sft") or {}).get("mode") == "only" else raw["update"]["lr"]
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(cfg_path.read_text())  # as a run writes its resolved config
         suite = raw["eval"]["validation"]["suites"][0]
         rows = [{"step": s, "phase": "rl", f"val_{suite}_accuracy": a, "model_flops": 1.0}
                 for s, a in zip((4, 8), val[lr])]
