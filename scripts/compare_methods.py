@@ -349,7 +349,7 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
                  ",".join(map(str, v["selected_steps"])), _not_converged_cell(v),
                  f"{v['total_flops'] / 1e12:.2f}", f"{v['rollout_tokens']:.0f}", f"{v['wall_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    rising = [v["label"] for v in methods.values() if _not_converged(v)]
+    rising = [v["label"] for v in methods.values() if v["not_converged"]]
     if rising:
         lines += ["", f"**Not converged at this budget: {'; '.join(rising)}.** \"not converged\" counts the seeds whose "
                   "best validated checkpoint was one of their last two validation points (accuracy was still "
@@ -359,13 +359,9 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _not_converged(v: dict[str, Any]) -> int:
-    return v.get("not_converged", v["still_rising"])  # results written before the cap was counted
-
-
 def _not_converged_cell(v: dict[str, Any]) -> str:
-    cell = f"{_not_converged(v)}/{len(v['seeds'])}"
-    return cell + (f" ({v['capped']} capped)" if v.get("capped") else "")
+    cell = f"{v['not_converged']}/{len(v['seeds'])}"
+    return cell + (f" ({v['capped']} capped)" if v["capped"] else "")
 
 
 _PLOT_LOCK = threading.Lock()  # pyplot's state is global: two tasks finishing together plot one at a time
