@@ -29,6 +29,7 @@ only slot.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from pipeline.config import Config, PrefixConfig
@@ -48,10 +49,17 @@ def prefix_config(cfg: Config, step: int) -> PrefixConfig:
 
 
 def sft_lr(cfg: Config, step: int) -> float:
-    """Learning rate of an SFT step: `sft.lr`, warmed up linearly over the first `sft.warmup_steps`
-    training steps."""
-    warm = cfg.sft.warmup_steps
-    return cfg.sft.lr * (min(1.0, step / warm) if warm else 1.0)
+    """Learning rate of SFT step `step` (1-based): `sft.lr`, warmed up linearly over the first
+    `sft.warmup_steps` steps, then constant or (`sft.decay: cosine`) decayed on a half cosine to
+    `sft.min_lr_ratio` x `sft.lr` at the phase's last step (docs/method.md §9)."""
+    s, warm = cfg.sft, cfg.sft.warmup_steps
+    if warm and step < warm:
+        return s.lr * step / warm
+    if s.decay == "constant":
+        return s.lr
+    last = s.steps if s.mode == "then_rl" else cfg.train.total_steps
+    frac = min(1.0, max(0, step - warm) / max(1, last - warm))
+    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def fresh_optimizer(cfg: Config, step: int) -> bool:

@@ -15,15 +15,18 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   an RL step processes prompts x samples sequences once to generate and 3 forward-equivalents to update, an
   SFT step sft.batch_size demonstrations 3 forward-equivalents, so R RL steps cost R x ratio SFT steps, ratio =
   prompts x samples x 4 / (sft.batch_size x 3) (10.7 at 32 x 8 against 32): 107 steps at the default R = 10.
-  That is far from enough for SFT to converge on the chain task (docs/results.md), so SFT is not held to it:
-  SFT trains to convergence, validating 4 times within the matched budget and on at that cadence, and stops
-  once SFT_PATIENCE validations in a row bring no new best (eval.validation.patience), at most the preset's
-  sft_cap x the matched budget. Two rows come from those runs: "SFT (converged)" (learning rate and checkpoint
+  That is far from enough for SFT to converge (docs/results.md), so SFT is not held to it: SFT trains the
+  preset's sft_cap x the matched budget with its learning rate decayed on a cosine to 0 over that run
+  (sft.decay=cosine, as LUFFY's SFT run; a constant learning rate reached 0.88 validation on the chain task in
+  642 steps, the cosine 0.96, flat over its last 200 steps), validating SFT_VALIDATIONS times over the run.
+  Two rows come from those runs: "SFT (converged)" (learning rate and checkpoint
   chosen over the whole run, charged the whole run) and "SFT at matched compute" (chosen among the validation
-  points within the matched budget, charged those steps). SFT -> X rows start from the converged SFT
+  points within the matched budget, charged those steps; its learning rate not yet decayed there, so a lower
+  bound on an SFT run made for that budget). SFT -> X rows start from the converged SFT
   checkpoint of the same seed and are charged the whole SFT run plus their own. A row whose best validated
-  checkpoint is one of its last two validation points is counted as "still rising", and an SFT run that its step
-  cap ended before the plateau rule as "capped": both are "not converged" in the table. The measured
+  checkpoint is one of its last two validation points is counted as "still rising", and a run with early
+  stopping (eval.validation.patience > 0, none of the presets) that its step cap ended before its plateau rule
+  as "capped": both are "not converged" in the table. The measured
   compute of every run is reported beside its accuracy, with wall time as a second view.
 - Tuning: each method's learning rate (update.lr for the RL phase) is chosen from the same three values (LRS;
   SFT's sft.lr from SFT_LRS, the same grid moved up one point: on the chain task SFT at 1e-3 is ahead of 3e-4
@@ -138,8 +141,7 @@ PRESETS: dict[str, dict[str, Any]] = {
              "sweep_ablations": True, "jobs": 2, "sft_cap": 4},
 }
 VALIDATION_POINTS = 5
-SFT_VALIDATION_POINTS = 4  # SFT validates every matched_steps // 4 steps: 4 points within the matched budget
-SFT_PATIENCE = 4  # SFT stops once 4 validations in a row bring no new best (eval.validation.patience)
+SFT_VALIDATIONS = 12  # SFT validates every (sft_cap x matched steps) // 12 steps: 12 points over its cosine
 RL_FORWARDS, SFT_FORWARDS = 4.0, 3.0  # RL: generation (1) + update (3); SFT: update (3), per token
 
 
@@ -167,9 +169,8 @@ def method_config(method: Method, base: str, seed: int, overrides: list[str], *,
                   val_problems: int = 100000, sft_cap: int = 1) -> dict[str, Any]:
     """The raw recipe of one run: the base recipe (+ user overrides: the shared budget), the method's own
     settings, seed, learning rate, step count, validation and checkpoint cadence. SFT trains to convergence:
-    it validates SFT_VALIDATION_POINTS times within the matched budget (sft_steps_for), goes on at that cadence
-    and stops at the plateau (SFT_PATIENCE validations without a new best), at most `sft_cap` x the matched
-    budget. Raises ConfigError when the result is invalid."""
+    `sft_cap` x the matched budget (sft_steps_for), its learning rate on a cosine to 0 over the run, validated
+    SFT_VALIDATIONS times. Raises ConfigError when the result is invalid."""
     shared, _ = read_recipe(base)
     shared = apply_overrides(shared, overrides)
     if method.recipe == BASE and int((shared.get("prefixes") or {}).get("hybrids_per_prompt", 1)) < 1:
@@ -181,14 +182,15 @@ def method_config(method: Method, base: str, seed: int, overrides: list[str], *,
     raw = apply_overrides(merge_recipes(shared, own), list(method.overrides))
     sft = (raw.get("sft") or {}).get("mode") == "only"
     steps = sft_steps_for(shared, rl_steps) if sft else rl_steps
-    every = max(1, steps // (SFT_VALIDATION_POINTS if sft else VALIDATION_POINTS))
-    extra = [f"train.total_steps={steps * (max(1, sft_cap) if sft else 1)}", f"train.seed={seed}", f"train.save_every={every}",
+    total = steps * (max(1, sft_cap) if sft else 1)
+    every = max(1, total // (SFT_VALIDATIONS if sft else VALIDATION_POINTS))
+    extra = [f"train.total_steps={total}", f"train.seed={seed}", f"train.save_every={every}",
              f"{'sft' if sft else 'update'}.lr={lr:.6e}",  # YAML reads 3e-05 as a string, 3.000000e-05 as a float
              f"eval.validation.every={every}",
              f"eval.validation.suites=[{val_suite}]", f"eval.validation.problems={val_problems}",
              "eval.at_start=false", "eval.at_end=false"]
     if sft:
-        extra += [f"sft.warmup_steps={max(1, steps // 20)}", f"eval.validation.patience={SFT_PATIENCE}"]
+        extra += [f"sft.warmup_steps={max(1, steps // 20)}", "sft.decay=cosine", "sft.min_lr_ratio=0"]
     if method.from_sft:
         if sft_checkpoint is None:
             raise ConfigError(f"{method.name} starts from the SFT run's checkpoint; none was given")
@@ -248,7 +250,7 @@ def still_rising(curve: list[tuple[int, float]], selected: int) -> bool:
 
 def capped_by_steps(run_dir: Path, summary: dict[str, Any]) -> bool:
     """True when a run that trains to its validation plateau (early stopping: eval.validation.patience > 0, as
-    SFT here) was ended by its step cap instead: it never met the plateau rule, so it is not known to be
+    a user may give SFT) was ended by its step cap instead: it never met the plateau rule, so it is not known to be
     converged, wherever its best validated checkpoint lies (a noisy dip at the last points hides that from
     `still_rising`). Runs without early stopping always end at their cap; for them this is False."""
     import yaml
@@ -353,7 +355,7 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
     if rising:
         lines += ["", f"**Not converged at this budget: {'; '.join(rising)}.** \"not converged\" counts the seeds whose "
                   "best validated checkpoint was one of their last two validation points (accuracy was still "
-                  "going up when the budget ran out) and, for runs that train to their validation plateau (SFT), "
+                  "going up when the budget ran out) and, for runs with early stopping, "
                   "the seeds their step cap ended before the plateau rule did (\"capped\"). Compare these rows at "
                   "a larger budget (`--preset full`, or raise the RL steps) before drawing conclusions from them."]
     return "\n".join(lines) + "\n"
@@ -620,8 +622,7 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
         f"- methods: {', '.join(m.name for m in methods)}; seeds {','.join(map(str, seeds))}",
         f"- budget: {p['rl_steps']} RL steps; SFT {sft_steps} steps at matched compute (RL step = prompts x samples "
         f"x {RL_FORWARDS:g} forward-equivalents per token, SFT step = batch x {SFT_FORWARDS:g}); SFT trains to "
-        f"convergence: it stops once {SFT_PATIENCE} validations in a row bring no new best (at most "
-        f"{sft_steps * p.get('sft_cap', 1)} steps), and the row 'SFT at matched compute' is read from the same runs, "
+        f"convergence: {sft_steps * p.get('sft_cap', 1)} steps, its learning rate decayed on a cosine to 0, and the row 'SFT at matched compute' is read from the same runs, "
         f"its learning rate and checkpoint chosen among the validation points within {sft_steps} steps; SFT -> X "
         "rows start from the converged SFT model and are charged its whole run plus their RL steps",
         f"- learning rate: chosen per method from {', '.join(f'{x:g}' for x in p['lrs'])} (update.lr of the RL phase; "
@@ -629,7 +630,7 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
         "on seed 0; other seeds use the chosen value"
         + ("" if p.get("sweep_ablations", True) else "; the Prefix-RFT ablations train at Prefix-RFT's chosen value"),
         f"- checkpoints: validation every {max(1, p['rl_steps'] // VALIDATION_POINTS)} RL steps / "
-        f"{max(1, sft_steps // SFT_VALIDATION_POINTS)} SFT steps on the validation suite (up to "
+        f"{max(1, sft_steps * p.get('sft_cap', 1) // SFT_VALIDATIONS)} SFT steps on the validation suite (up to "
         f"{p['val_problems']} problems); the best validated "
         "checkpoint of every run is evaluated on the held-out suite (never used for a choice)",
         f"- runs: {SLOTS.jobs} at once, each with {SLOTS.env['OMP_NUM_THREADS']} thread(s)",

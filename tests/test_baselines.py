@@ -293,6 +293,18 @@ def test_sft_lr_warmup():
     assert [methods.sft_lr(cfg, s) for s in (1, 2, 4, 9)] == pytest.approx([2.5e-5, 5e-5, 1e-4, 1e-4])
 
 
+def test_sft_lr_cosine_decay_ends_at_the_phase_last_step():
+    # warm-up 4 of 12 steps, then a half cosine over the 8 steps after it, down to 0.1 x lr:
+    # step 8 is half-way (cos(pi/2) = 0): 0.1 + 0.9 * 0.5 = 0.55; step 6 a quarter: 0.1 + 0.9 * (1 + 0.7071) / 2
+    cfg = load_config("sft", ["sft.lr=1e-4", "sft.warmup_steps=4", "sft.decay=cosine", "sft.min_lr_ratio=0.1",
+                              "train.total_steps=12"])
+    assert [methods.sft_lr(cfg, s) for s in (2, 4, 6, 8, 12, 13)] == pytest.approx(
+        [5e-5, 1e-4, 0.8682e-4, 0.55e-4, 0.1e-4, 0.1e-4], rel=1e-4)
+    # under then_rl the SFT phase ends at sft.steps, not at the run's last step
+    cfg = load_config("sft-then-rft", ["sft.lr=1e-4", "sft.warmup_steps=0", "sft.decay=cosine", "sft.steps=10", "train.total_steps=40"])
+    assert [methods.sft_lr(cfg, s) for s in (0, 5, 10)] == pytest.approx([1e-4, 0.5e-4, 0.0], abs=1e-12)
+
+
 @pytest.mark.parametrize("override, message", [
     (["sft.mode=then_rl", "sft.steps=0"], r"sft.steps: under sft.mode=then_rl must be in \[1, train.total_steps - 1\]"),
     (["sft.mode=then_rl", "sft.steps=500", "train.total_steps=500"], r"sft.steps"),

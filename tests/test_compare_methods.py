@@ -37,12 +37,12 @@ def test_sft_gets_the_compute_of_the_rl_budget():
     # 20 RL steps = 20 * 1024 / 96 = 213.3 -> 213 SFT steps
     c = _cfg("sft")
     assert c.sft.mode == "only" and c.train.total_steps == 213 and c.sft.lr == 1e-4 and c.update.lr == 1e-4
-    # 4 validation points within the matched budget (213 // 4 = 53), then on to convergence: early stopping after
-    # 4 validations without a new best, at most sft_cap x 213 steps; warm-up 213 // 20 = 10 steps either way
-    assert c.eval.validation.every == 53 and c.train.save_every == 53 and c.sft.warmup_steps == 10
-    assert c.eval.validation.patience == cm.SFT_PATIENCE == 4
+    # trained to convergence: sft_cap x 213 steps on a cosine to 0, validated 12 times over the run
+    # (213 // 12 = 17; 6 x 213 = 1278 // 12 = 106), no early stopping; warm-up 213 // 20 = 10 steps either way
+    assert c.eval.validation.every == 17 and c.train.save_every == 17 and c.sft.warmup_steps == 10
+    assert c.eval.validation.patience == 0 and (c.sft.decay, c.sft.min_lr_ratio) == ("cosine", 0.0)
     capped = _cfg("sft", sft_cap=6)
-    assert capped.train.total_steps == 6 * 213 and capped.eval.validation.every == 53
+    assert capped.train.total_steps == 6 * 213 and capped.eval.validation.every == 106
     assert capped.sft.warmup_steps == 10 and _cfg("rft", sft_cap=6).train.total_steps == 20  # RL rows: no cap
     assert _cfg("rft").eval.validation.patience == 0  # RL rows run their whole budget
     assert _cfg("sft", lr=3e-5).sft.lr == 3e-5 and isinstance(_cfg("rft", lr=3e-5).update.lr, float)

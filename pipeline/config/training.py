@@ -147,8 +147,13 @@ class SFTConfig:
     lr: float = 1e-5
     """Learning rate of SFT steps (`update.lr` is that of RL steps; docs/method.md §9-§10)."""
     warmup_steps: int = 0
-    """SFT learning rate rises linearly over the first `warmup_steps` training steps, then stays
+    """SFT learning rate rises linearly over the first `warmup_steps` training steps (docs/method.md §9)."""
+    decay: Literal["constant", "cosine"] = "constant"
+    """After the warm-up: `constant`, or `cosine` down to `min_lr_ratio` x `sft.lr` at the SFT phase's last
+    step (`train.total_steps` under `only`, `sft.steps` under `then_rl`), as LUFFY's SFT run does
     (docs/method.md §9)."""
+    min_lr_ratio: float = 0.0
+    """`cosine`: the learning rate at the SFT phase's last step, as a fraction of `sft.lr`."""
     batch_size: int = 0
     """Demonstrations per SFT step under `only` / `then_rl` (the global batch the token-level loss is
     averaged over, docs/method.md §9 caveat); 0 means `prefixes.prompts_per_step`."""
@@ -160,6 +165,8 @@ class SFTConfig:
     def __post_init__(self) -> None:
         _in_range(self.lr, "sft.lr", 0.0)
         _in_range(self.warmup_steps, "sft.warmup_steps", 0)
+        _in_range(self.min_lr_ratio, "sft.min_lr_ratio", 0.0, 1.0)
+        _check(self.decay in ("constant", "cosine"), "sft.decay", f"must be constant or cosine, got {self.decay!r}")
         _in_range(self.batch_size, "sft.batch_size", 0)
         _in_range(self.steps, "sft.steps", 0)
         _in_range(self.buffer_size, "sft.buffer_size", 1)
