@@ -17,8 +17,9 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   prompts x samples x 4 / (sft.batch_size x 3) (10.7 at 32 x 8 against 32): 107 steps at the default R = 10.
   That is far from enough for SFT to converge (docs/results.md), so SFT is not held to it: SFT trains the
   preset's sft_cap x the matched budget with its learning rate decayed on a cosine to 0 over that run
-  (sft.decay=cosine, as LUFFY's SFT run; a constant learning rate reached 0.88 validation on the chain task in
-  642 steps, the cosine 0.96, flat over its last 200 steps), validating SFT_VALIDATIONS times over the run.
+  (sft.decay=cosine, as LUFFY's SFT run; on the chain task at lr 1e-3 a constant rate is at 0.885 validation
+  after 665 steps and swings between 0.75 and 0.995 up to 2,128, the cosine over 642 steps ends at 0.96, flat
+  over its last 200 steps: docs/method.md §9), validating SFT_VALIDATIONS times over the run.
   Two rows come from those runs: "SFT (converged)" (learning rate and checkpoint
   chosen over the whole run, charged the whole run) and "SFT at matched compute" (chosen among the validation
   points within the matched budget, charged those steps; its learning rate not yet decayed there, so a lower
