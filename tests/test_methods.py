@@ -90,6 +90,15 @@ def _tokenizer(out):
     return AutoTokenizer.from_pretrained(out / "checkpoints" / "step-000002")
 
 
+@pytest.mark.slow
+def test_sft_cosine_decay_is_the_learning_rate_each_step_trains_at(tmp_path, micro_path):
+    # no warm-up, 3 steps on a cosine to 0: step 1 at lr x (1 + cos(pi/3)) / 2 = 0.75 lr, step 2 at 0.25 lr, step 3 at 0
+    cfg, out, metrics = _run("sft", tmp_path, "sft.lr=1e-3", "sft.warmup_steps=0", "sft.decay=cosine",
+                             "train.total_steps=3")
+    assert [m["lr"] for m in metrics] == pytest.approx([7.5e-4, 2.5e-4, 0.0], abs=1e-12)
+    assert [m["lr"] for m in metrics] == [methods.sft_lr(cfg, s) for s in (1, 2, 3)]
+
+
 @pytest.mark.parametrize("name", REAL)
 def test_real_model_recipe_loads_validates_and_resolves_offline(name):
     cfg = load_config(name)
