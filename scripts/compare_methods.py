@@ -25,7 +25,9 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   points within the matched budget, charged those steps; its learning rate not yet decayed there, so a lower
   bound on an SFT run made for that budget). SFT -> X rows start from the converged SFT
   checkpoint of the same seed and are charged the whole SFT run plus their own. A row whose best validated
-  checkpoint is one of its last two validation points is counted as "still rising", and a run with early
+  checkpoint is one of its last two validation points is counted as "still rising" (an SFT run, whose last
+  points are nearly one model since its rate decays to 0: when the best point of its last quarter beats the
+  best before it by more than two standard errors, still_rising_annealed), and a run with early
   stopping (eval.validation.patience > 0, none of the presets) that its step cap ended before its plateau rule
   as "capped": both are "not converged" in the table. The measured
   compute of every run is reported beside its accuracy, with wall time as a second view.
@@ -219,6 +221,7 @@ class RunResult:
     selected_step: int = 0
     compute: dict[str, float] = field(default_factory=dict)
     capped: bool = False  # trained with early stopping, but its step cap ended it first (capped_by_steps)
+    rising: bool | None = None  # still rising at the end (read_run); None: still_rising(curve, selected_step)
 
 
 def _wall(summary: dict[str, Any]) -> float:
@@ -244,9 +247,42 @@ def validation_curve(run_dir: Path, val_suite: str, rows: list[dict[str, Any]] |
 
 def still_rising(curve: list[tuple[int, float]], selected: int) -> bool:
     """True when the selected (best validated) checkpoint is one of the last two validation points: the
-    run was still improving when its budget ran out, so it is not converged at this budget."""
+    run was still improving when its budget ran out, so it is not converged at this budget. For runs at a
+    constant learning rate; an annealed run uses `still_rising_annealed`."""
     steps = sorted(s for s, _ in curve)
     return len(steps) >= 2 and selected >= steps[-2]
+
+
+def still_rising_annealed(curve: list[tuple[int, float]], stderr: dict[int, float]) -> bool:
+    """For a run whose learning rate decays to 0 at its last step (SFT here): its last validation points are
+    nearly the same model, so the best falling among them says nothing. Such a run is still rising when the best
+    point of its last quarter (where the rate is below 15% of its peak) beats the best point before it by more
+    than two standard errors of their difference (`stderr` per step; 0 where unknown): it was still learning
+    when its rate ran out, and a longer schedule would likely end higher."""
+    pts = sorted(curve)
+    k = max(1, len(pts) // 4)
+    if len(pts) <= k:
+        return False
+    (s_tail, a_tail), (s_head, a_head) = (max(part, key=lambda pt: pt[1]) for part in (pts[-k:], pts[:-k]))
+    return a_tail - a_head > 2 * math.hypot(stderr.get(s_tail, 0.0), stderr.get(s_head, 0.0))
+
+
+def validation_stderr(run_dir: Path, val_suite: str) -> dict[int, float]:
+    """Standard error of each validation point (step -> stderr), from the run's validation summaries."""
+    out = {}
+    for f in (run_dir / "eval" / "validation").glob("step-*/summary.json"):
+        suite = (json.loads(f.read_text()).get("suites") or {}).get(val_suite) or {}
+        if suite.get("stderr") is not None:
+            out[int(f.parent.name.removeprefix("step-"))] = float(suite["stderr"])
+    return out
+
+
+def annealed(run_dir: Path) -> bool:
+    """True for an SFT run whose learning rate decays on a cosine to 0 (scripts' SFT runs since 2026-12-03)."""
+    import yaml
+
+    sft = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("sft") or {}
+    return sft.get("mode") == "only" and sft.get("decay") == "cosine" and float(sft.get("min_lr_ratio") or 0) == 0
 
 
 def capped_by_steps(run_dir: Path, summary: dict[str, Any]) -> bool:
@@ -292,6 +328,9 @@ def read_run(run_dir: Path, method: str, seed: int, lr: float, task: Task, held:
     compute = dict(summary.get("compute") or {})
     wall, curve = _wall(summary), validation_curve(run_dir, task.val_suite, rows)
     capped = budget is None and capped_by_steps(run_dir, summary)  # a row read within a budget: still_rising only
+    # a row read within a budget stops before the decay: the constant-rate rule applies there
+    rising = (still_rising_annealed(curve, validation_stderr(run_dir, task.val_suite))
+              if budget is None and annealed(run_dir) else None)
     if budget is not None:
         from pipeline.accounting import run_compute
 
@@ -302,7 +341,12 @@ def read_run(run_dir: Path, method: str, seed: int, lr: float, task: Task, held:
         compute[k] = compute.get(k, 0.0) + v
     return RunResult(method, seed, held["accuracy"], dict(held.get("accuracy_by_level", {})),
                      summary.get("reward_last_quarter"), wall + (extra_compute or {}).get("wall_seconds", 0.0),
-                     curve, rows, lr, step, compute, capped)
+                     curve, rows, lr, step, compute, capped,
+                     still_rising(curve, step) if rising is None else rising)
+
+
+def _rising(r: RunResult) -> bool:
+    return still_rising(r.curve, r.selected_step) if r.rising is None else r.rising
 
 
 def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str, Any]:
@@ -326,10 +370,10 @@ def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str
             "rollout_tokens": mean_std([r.compute.get("rollout_tokens", 0.0) for r in rs])[0],
             "wall_seconds": mean_std([r.wall_seconds for r in rs])[0],
             "curves": {str(r.seed): r.curve for r in rs},
-            "still_rising": sum(still_rising(r.curve, r.selected_step) for r in rs),
+            "still_rising": sum(_rising(r) for r in rs),
             "capped": sum(r.capped for r in rs),
             # seeds not known to be converged: still rising, or ended by the step cap before the plateau rule
-            "not_converged": sum(still_rising(r.curve, r.selected_step) or r.capped for r in rs),
+            "not_converged": sum(_rising(r) or r.capped for r in rs),
         }
     return out
 
@@ -356,7 +400,9 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
     if rising:
         lines += ["", f"**Not converged at this budget: {'; '.join(rising)}.** \"not converged\" counts the seeds whose "
                   "best validated checkpoint was one of their last two validation points (accuracy was still "
-                  "going up when the budget ran out) and, for runs with early stopping, "
+                  "going up when the budget ran out; for SFT, whose learning rate decays to 0, whose best point in "
+                  "the last quarter of the run beats the best before it by more than two standard errors) and, "
+                  "for runs with early stopping, "
                   "the seeds their step cap ended before the plateau rule did (\"capped\"). Compare these rows at "
                   "a larger budget (`--preset full`, or raise the RL steps) before drawing conclusions from them."]
     return "\n".join(lines) + "\n"

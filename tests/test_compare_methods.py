@@ -111,6 +111,34 @@ def test_runs_still_rising_at_the_end_of_their_budget_are_flagged():
     assert "| 20,10 | 2/2 (1 capped) |" in md and "**Not converged at this budget: SFT (converged).**" in md
 
 
+def test_an_annealed_sft_run_is_rising_only_when_its_last_quarter_gains_beyond_noise(tmp_path):
+    # 8 points: the last quarter is steps 70, 80; its best 0.96 (step 80) against 0.935 (step 60) before it:
+    # a gain of 0.025, two standard errors of the difference 2 * hypot(0.01, 0.01) = 0.0283 -> within noise
+    curve = [(10, 0.3), (20, 0.5), (30, 0.7), (40, 0.8), (50, 0.9), (60, 0.935), (70, 0.95), (80, 0.96)]
+    se = {s: 0.01 for s, _ in curve}
+    assert cm.still_rising(curve, 80) and not cm.still_rising_annealed(curve, se)
+    # the same curve with stderr 0.008 (2 * hypot = 0.0226 < 0.025) is still rising
+    assert cm.still_rising_annealed(curve, {s: 0.008 for s, _ in curve})
+    assert not cm.still_rising_annealed([(10, 0.3)], se)  # one point says nothing
+    # read_run takes the annealed rule from the run's config and the stderr from its validation summaries
+    import yaml
+
+    run = tmp_path / "run"
+    (run / "eval" / "validation").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"sft": {"mode": "only", "decay": "cosine", "min_lr_ratio": 0.0}}))
+    (run / "summary.json").write_text(json.dumps({"wall_seconds": 1.0, "compute": {}}))
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "val_toy_val_accuracy": a}) for s, a in curve))
+    for s_, _ in curve:
+        (run / "eval" / "validation" / f"step-{s_:06d}").mkdir()
+        (run / "eval" / "validation" / f"step-{s_:06d}" / "summary.json").write_text(
+            json.dumps({"suites": {"toy_val": {"stderr": 0.01}}}))
+    held = {"accuracy": 0.9}
+    r = cm.read_run(run, "sft", 0, 1e-3, cm.TASKS["toy"], held, 80)
+    assert r.rising is False and cm.aggregate([r], None)["methods"]["sft"]["not_converged"] == 0
+    # within the matched budget (the first 40 steps, before the decay) the constant-rate rule applies: rising
+    assert cm.read_run(run, "sft", 0, 1e-3, cm.TASKS["toy"], held, 40, budget=40).rising is True
+
+
 def test_a_run_with_early_stopping_that_its_step_cap_ended_is_capped(tmp_path):
     import yaml
 
