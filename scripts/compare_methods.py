@@ -15,15 +15,13 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   an RL step processes prompts x samples sequences once to generate and 3 forward-equivalents to update, an
   SFT step sft.batch_size demonstrations 3 forward-equivalents, so R RL steps cost R x ratio SFT steps, ratio =
   prompts x samples x 4 / (sft.batch_size x 3) (10.7 at 32 x 8 against 32): 107 steps at the default R = 10.
-  That is far from enough for SFT to converge (docs/results.md), so SFT is not held to it: SFT trains the
-  preset's sft_cap x the matched budget with its learning rate decayed on a cosine to 0 over that run
-  (sft.decay=cosine, as LUFFY's SFT run; on the chain task at lr 1e-3 a constant rate is at 0.885 validation
-  after 665 steps and swings between 0.75 and 0.995 up to 2,128, the cosine over 642 steps ends at 0.96, flat
-  over its last 200 steps: docs/method.md §9), validating SFT_VALIDATIONS times over the run.
-  Two rows come from those runs: "SFT (converged)" (learning rate and checkpoint
-  chosen over the whole run, charged the whole run) and "SFT at matched compute" (chosen among the validation
-  points within the matched budget, charged those steps; its learning rate not yet decayed there, so a lower
-  bound on an SFT run made for that budget). SFT -> X rows start from the converged SFT
+  That is far from enough for SFT to converge (docs/results.md), so SFT is not held to it: "SFT (converged)"
+  trains the preset's sft_cap x the matched budget with its learning rate decayed on a cosine to 0 over that
+  run (sft.decay=cosine, as LUFFY's SFT run; on the chain task at lr 1e-3 a constant rate is at 0.885
+  validation after 665 steps and swings between 0.75 and 0.995 up to 2,128, while a cosine ends flat at
+  0.96: docs/method.md §9) and is charged the whole run. "SFT at matched compute" is the same recipe trained
+  for the matched budget alone: its own runs, the cosine over those steps, swept and selected like every row.
+  Every SFT run validates SFT_VALIDATIONS times. SFT -> X rows start from the converged SFT
   checkpoint of the same seed and are charged the whole SFT run plus their own. A row whose best validated
   checkpoint is one of its last two validation points is counted as "still rising" (an SFT run, whose last
   points are nearly one model since its rate decays to 0: when the best point of its last quarter beats the
@@ -32,10 +30,9 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   as "capped": both are "not converged" in the table. The measured
   compute of every run is reported beside its accuracy, with wall time as a second view.
 - Tuning: each method's learning rate (update.lr for the RL phase) is chosen from the same three values (LRS;
-  SFT's sft.lr from SFT_LRS, the same grid moved up one point: on the chain task SFT at 1e-3 is ahead of 3e-4
-  at every validation point, docs/results.md) by the best validation accuracy on seed 0; seeds 1.. run at the
+  SFT's sft.lr from SFT_LRS, the same grid moved up two points, where SFT's optimum lies: docs/results.md) by the best validation accuracy on seed 0; seeds 1.. run at the
   chosen value. Every run
-  validates every R/5 steps (SFT: every quarter of its matched budget) on the validation suite (the preset's number of
+  validates every R/5 steps (SFT: SFT_VALIDATIONS times over its run) on the validation suite (the preset's number of
   problems), and its checkpoint with the best validation accuracy is the one evaluated on the held-out split.
   Nothing is chosen on held-out. The Prefix-RFT ablations (gate all / bottom / random, uniform schedule)
   change one component at Prefix-RFT's chosen learning rate, as the paper's ablations change one component of
@@ -56,9 +53,10 @@ per task OUTPUT/<task>/results.{json,md} (held-out mean ± std per level, select
 and accuracy_vs_compute.png, and OUTPUT/results.md for all tasks.
 
 Presets (times in docs/results.md): `quick` (seed 0, one learning rate, 6 RL steps, one evaluation sample: a
-smoke run of the harness, ranks nothing), `default` (3 seeds, the sweep, 10 RL steps, SFT up to 6 x its matched
-107 steps, 100 validation problems per task, ablations at Prefix-RFT's learning rate, 2 jobs), `full` (3 seeds,
-the sweep for every row, 50 RL steps, SFT up to 4 x 533 steps, the whole validation split, 2 jobs).
+smoke run of the harness, ranks nothing), `default` (3 seeds, the sweep, 10 RL steps, SFT 4 x its matched
+107 steps, 100 validation problems per task, ablations at Prefix-RFT's learning rate, "SFT at matched compute"
+only when --methods names sft-matched, 2 jobs), `full` (3 seeds, the sweep for every row, 50 RL steps, SFT 4 x
+533 steps, the whole validation split, 2 jobs).
 """
 
 from __future__ import annotations
@@ -99,7 +97,7 @@ class Method:
     prefix_rft: bool = False
     from_sft: bool = False  # starts from the selected checkpoint of the SFT run of the same seed
     lr_of: str = ""  # an ablation: trains at this method's chosen LR unless the preset sweeps ablations too
-    matched_of: str = ""  # a row read from that method's runs, its LR and checkpoint chosen within the RL budget
+    matched: bool = False  # SFT trained for the matched budget alone (its own runs; no sft_cap)
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ class Task:
 BASE = "<base>"
 METHODS: tuple[Method, ...] = (
     Method("sft", "sft", label="SFT (converged)"),
-    Method("sft-matched", "sft", label="SFT at matched compute", matched_of="sft"),
+    Method("sft-matched", "sft", label="SFT at matched compute", matched=True),
     Method("rft", "rft", label="RFT (Dr. GRPO)"),
     Method("sft-rft", "rft", label="SFT -> RFT", from_sft=True),
     Method("sft-prefix-rft", BASE, label="SFT -> Prefix-RFT", prefix_rft=True, from_sft=True),
@@ -132,19 +130,23 @@ DEFAULT_METHODS = tuple(m.name for m in METHODS if m.name != "rl-sft-loss")
 TASKS = {"toy": Task("toy", "compare_toy", "toy", "toy_val"),
          "countdown": Task("countdown", "compare_countdown", "countdown", "countdown_val")}
 LRS = (3e-5, 1e-4, 3e-4)  # the RL phase's learning rates (update.lr)
-SFT_LRS = (1e-4, 3e-4, 1e-3)  # SFT's (sft.lr): the same three-point grid, centred where SFT's optimum lies
+# SFT's (sft.lr): the same three-point grid as RL's, moved up two points, where SFT's optimum lies (on the chain
+# task a cosine over 428 steps ends at 0.95 validation at 3e-3 and 0.91 at 1e-3; 1e-4 reached 0.52 in 642 steps)
+SFT_LRS = (3e-4, 1e-3, 3e-3)
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"rl_steps": 6, "seeds": (0,), "lrs": (1e-4,), "eval": ("eval.samples_per_problem=1",),
               "val_problems": 60, "jobs": 1, "sft_cap": 2},
     # default: 47 runs per task (the four ablations take Prefix-RFT's learning rate; 2 at once); SFT trains to
-    # convergence, up to 6 x its matched 107 steps (docs/results.md: not yet timed from an empty directory)
+    # convergence over 4 x its matched 107 steps; the row "SFT at matched compute" (5 more runs) only on request
+    # (--methods), so that the command fits in 90 minutes on the 2-core machine (docs/results.md)
     "default": {"rl_steps": 10, "seeds": (0, 1, 2), "lrs": LRS, "sft_lrs": SFT_LRS, "eval": (), "val_problems": 100,
-                "sweep_ablations": False, "jobs": 2, "sft_cap": 6},
+                "sweep_ablations": False, "jobs": 2, "sft_cap": 4,
+                "methods": tuple(m for m in DEFAULT_METHODS if m != "sft-matched")},
     "full": {"rl_steps": 50, "seeds": (0, 1, 2), "lrs": LRS, "sft_lrs": SFT_LRS, "eval": (), "val_problems": 100000,
              "sweep_ablations": True, "jobs": 2, "sft_cap": 4},
 }
 VALIDATION_POINTS = 5
-SFT_VALIDATIONS = 12  # SFT validates every (sft_cap x matched steps) // 12 steps: 12 points over its cosine
+SFT_VALIDATIONS = 8  # SFT validates every (its steps) // 8 steps: 8 points over its cosine
 RL_FORWARDS, SFT_FORWARDS = 4.0, 3.0  # RL: generation (1) + update (3); SFT: update (3), per token
 
 
@@ -185,7 +187,7 @@ def method_config(method: Method, base: str, seed: int, overrides: list[str], *,
     raw = apply_overrides(merge_recipes(shared, own), list(method.overrides))
     sft = (raw.get("sft") or {}).get("mode") == "only"
     steps = sft_steps_for(shared, rl_steps) if sft else rl_steps
-    total = steps * (max(1, sft_cap) if sft else 1)
+    total = steps * (max(1, sft_cap) if sft and not method.matched else 1)
     every = max(1, total // (SFT_VALIDATIONS if sft else VALIDATION_POINTS))
     extra = [f"train.total_steps={total}", f"train.seed={seed}", f"train.save_every={every}",
              f"{'sft' if sft else 'update'}.lr={lr:.6e}",  # YAML reads 3e-05 as a string, 3.000000e-05 as a float
@@ -221,7 +223,7 @@ class RunResult:
     selected_step: int = 0
     compute: dict[str, float] = field(default_factory=dict)
     capped: bool = False  # trained with early stopping, but its step cap ended it first (capped_by_steps)
-    rising: bool | None = None  # still rising at the end (read_run); None: still_rising(curve, selected_step)
+    rising: bool | None = None  # still rising at the end (read_run); None (a hand-built result): still_rising
 
 
 def _wall(summary: dict[str, Any]) -> float:
@@ -277,22 +279,19 @@ def validation_stderr(run_dir: Path, val_suite: str) -> dict[int, float]:
     return out
 
 
-def annealed(run_dir: Path) -> bool:
-    """True for an SFT run whose learning rate decays on a cosine to 0 (scripts' SFT runs since 2026-12-03)."""
-    import yaml
-
-    sft = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("sft") or {}
+def annealed(raw: dict[str, Any]) -> bool:
+    """True for the config (a run's config.yaml) of an SFT run whose learning rate decays on a cosine to 0
+    (this script's SFT runs since 2026-12-03)."""
+    sft = raw.get("sft") or {}
     return sft.get("mode") == "only" and sft.get("decay") == "cosine" and float(sft.get("min_lr_ratio") or 0) == 0
 
 
-def capped_by_steps(run_dir: Path, summary: dict[str, Any]) -> bool:
+def capped_by_steps(raw: dict[str, Any], summary: dict[str, Any]) -> bool:
     """True when a run that trains to its validation plateau (early stopping: eval.validation.patience > 0, as
     a user may give SFT) was ended by its step cap instead: it never met the plateau rule, so it is not known to be
     converged, wherever its best validated checkpoint lies (a noisy dip at the last points hides that from
-    `still_rising`). Runs without early stopping always end at their cap; for them this is False."""
-    import yaml
-
-    raw = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    `still_rising`). Runs without early stopping always end at their cap; for them this is False. `raw`: the
+    run's config.yaml."""
     patience = int(((raw.get("eval") or {}).get("validation") or {}).get("patience") or 0)
     return patience > 0 and not summary.get("stopped_early") and summary.get("steps", 0) >= summary.get("steps_cap", 1)
 
@@ -319,30 +318,23 @@ def evaluate_checkpoint(checkpoint: Path, suite: str, out: Path, eval_overrides:
 
 
 def read_run(run_dir: Path, method: str, seed: int, lr: float, task: Task, held: dict[str, Any],
-             step: int, extra_compute: dict[str, float] | None = None, budget: int | None = None) -> RunResult:
-    """One finished run's numbers: held-out accuracy of its selected checkpoint, compute, validation curve.
-    With `budget` (steps), only the run's first `budget` steps: their compute and validation points, and the
-    run's wall time scaled by budget / steps trained (an estimate: wall time is not recorded per step)."""
+             step: int, extra_compute: dict[str, float] | None = None) -> RunResult:
+    """One finished run's numbers: held-out accuracy of its selected checkpoint, compute, validation curve, and
+    whether it is converged (an SFT run on a cosine to 0: still_rising_annealed; any other: still_rising)."""
+    import yaml
+
     summary = json.loads((run_dir / "summary.json").read_text())
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     rows = read_metrics(run_dir)
     compute = dict(summary.get("compute") or {})
     wall, curve = _wall(summary), validation_curve(run_dir, task.val_suite, rows)
-    capped = budget is None and capped_by_steps(run_dir, summary)  # a row read within a budget: still_rising only
-    # a row read within a budget stops before the decay: the constant-rate rule applies there
-    rising = (still_rising_annealed(curve, validation_stderr(run_dir, task.val_suite))
-              if budget is None and annealed(run_dir) else None)
-    if budget is not None:
-        from pipeline.accounting import run_compute
-
-        wall *= min(1.0, budget / max(1, len(rows)))
-        rows = [r for r in rows if r["step"] <= budget]
-        compute, curve = run_compute(rows), [(s, a) for s, a in curve if s <= budget]
+    rising = (still_rising_annealed(curve, validation_stderr(run_dir, task.val_suite)) if annealed(raw)
+              else still_rising(curve, step))
     for k, v in (extra_compute or {}).items():
         compute[k] = compute.get(k, 0.0) + v
     return RunResult(method, seed, held["accuracy"], dict(held.get("accuracy_by_level", {})),
                      summary.get("reward_last_quarter"), wall + (extra_compute or {}).get("wall_seconds", 0.0),
-                     curve, rows, lr, step, compute, capped,
-                     still_rising(curve, step) if rising is None else rising)
+                     curve, rows, lr, step, compute, capped_by_steps(raw, summary), rising)
 
 
 def _rising(r: RunResult) -> bool:
@@ -669,15 +661,18 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
         f"- methods: {', '.join(m.name for m in methods)}; seeds {','.join(map(str, seeds))}",
         f"- budget: {p['rl_steps']} RL steps; SFT {sft_steps} steps at matched compute (RL step = prompts x samples "
         f"x {RL_FORWARDS:g} forward-equivalents per token, SFT step = batch x {SFT_FORWARDS:g}); SFT trains to "
-        f"convergence: {sft_steps * p.get('sft_cap', 1)} steps, its learning rate decayed on a cosine to 0, and the row 'SFT at matched compute' is read from the same runs, "
-        f"its learning rate and checkpoint chosen among the validation points within {sft_steps} steps; SFT -> X "
-        "rows start from the converged SFT model and are charged its whole run plus their RL steps",
+        f"convergence: {sft_steps * p.get('sft_cap', 1)} steps, its learning rate decayed on a cosine to 0"
+        + (f"; the row 'SFT at matched compute' trains {sft_steps} steps on its own cosine"
+           if any(m.matched for m in methods) else "")
+        + "; SFT -> X rows start from the converged SFT model and are charged its whole run plus their RL steps",
         f"- learning rate: chosen per method from {', '.join(f'{x:g}' for x in p['lrs'])} (update.lr of the RL phase; "
         f"SFT's sft.lr from {', '.join(f'{x:g}' for x in p.get('sft_lrs', p['lrs']))}) by best validation accuracy "
         "on seed 0; other seeds use the chosen value"
         + ("" if p.get("sweep_ablations", True) else "; the Prefix-RFT ablations train at Prefix-RFT's chosen value"),
         f"- checkpoints: validation every {max(1, p['rl_steps'] // VALIDATION_POINTS)} RL steps / "
-        f"{max(1, sft_steps * p.get('sft_cap', 1) // SFT_VALIDATIONS)} SFT steps on the validation suite (up to "
+        f"{max(1, sft_steps * p.get('sft_cap', 1) // SFT_VALIDATIONS)} SFT steps"
+        + (f" (matched: {max(1, sft_steps // SFT_VALIDATIONS)})" if any(m.matched for m in methods) else "")
+        + f" on the validation suite (up to "
         f"{p['val_problems']} problems); the best validated "
         "checkpoint of every run is evaluated on the held-out suite (never used for a choice)",
         f"- runs: {SLOTS.jobs} at once, each with {SLOTS.env['OMP_NUM_THREADS']} thread(s)",
@@ -717,7 +712,7 @@ class Comparison:
         own grid for SFT)."""
         if self.inherits_lr(m):
             return (self.p["lrs"][0],) if self.dry_run else (self.chosen_lr[m.lr_of],)
-        return tuple(self.p.get("sft_lrs", self.p["lrs"]) if m.name == "sft" else self.p["lrs"])
+        return tuple(self.p.get("sft_lrs", self.p["lrs"]) if m.recipe == "sft" else self.p["lrs"])
 
     def train(self, m: Method, lr: float, seed: int) -> Path | None:
         sft_ckpt = None
@@ -749,29 +744,23 @@ class Comparison:
     def priority(m: Method) -> int:
         return 0 if m.name == "sft" else 1 if m.from_sft else 2  # the critical path first
 
-    def best_of(self, d: Path, budget: int | None = None) -> tuple[int, float]:
-        """The best validated step of run `d` (among its first `budget` steps) and its validation accuracy."""
-        curve = [(s, a) for s, a in validation_curve(d, self.task.val_suite) if budget is None or s <= budget]
+    def best_of(self, d: Path) -> tuple[int, float]:
+        """The best validated step of run `d` and its validation accuracy."""
+        curve = validation_curve(d, self.task.val_suite)
         s = select_step(curve)
         return s, dict(curve)[s]
 
-    def matched_steps(self) -> int:
-        """SFT steps that cost the RL budget (sft_steps_for on the task's recipe and overrides)."""
-        shared, _ = read_recipe(self.task.recipe)
-        return sft_steps_for(apply_overrides(shared, self.overrides), self.p["rl_steps"])
-
     def finish(self, m: Method, lr: float, seed: int, d: Path) -> None:
-        budget = self.matched_steps() if m.matched_of else None
-        step, _ = self.best_of(d, budget)
+        step, _ = self.best_of(d)
         ckpt = d / "checkpoints" / f"step-{step:06d}"
-        held = evaluate_checkpoint(ckpt, self.task.suite, d / "eval" / ("selected-matched" if budget else "selected"),
-                                   self.eval_overrides, self.priority(m))
+        held = evaluate_checkpoint(ckpt, self.task.suite, d / "eval" / "selected", self.eval_overrides,
+                                   self.priority(m))
         extra = None
         if m.from_sft:
             sft_dir, sft_compute = self.sft_selected[seed][1]
             extra = {**sft_compute, "wall_seconds": _wall(json.loads((sft_dir / "summary.json").read_text()))}
         with self.lock:
-            self.results.append(read_run(d, m.name, seed, lr, self.task, held, step, extra, budget))
+            self.results.append(read_run(d, m.name, seed, lr, self.task, held, step, extra))
             if m.name == "sft":
                 self.sft_selected[seed] = (ckpt, (d, json.loads((d / "summary.json").read_text())["compute"]))
 
@@ -782,23 +771,7 @@ class Comparison:
         with ThreadPoolExecutor(len(items)) as pool:
             return list(pool.map(fn, items))
 
-    def run_matched(self, m: Method) -> None:
-        """A row read from another method's runs (SFT at matched compute): its learning rate chosen by the best
-        validation point within the matched budget on seed 0, its checkpoints among those points; a seed with
-        no run at that learning rate yet gets one (the same run the other method would train)."""
-        of = BY_NAME[m.matched_of]
-        if self.dry_run:
-            return
-        lrs, budget = self.lrs(of), self.matched_steps()
-        lr = max(lrs, key=lambda x: (self.best_of(self.run_dir(of, x, self.seeds[0]), budget)[1], -lrs.index(x)))
-        self.chosen_lr[m.name] = lr
-        for seed in self.seeds:
-            d = self.run_dir(of, lr, seed)
-            self.finish(m, lr, seed, d if (d / "summary.json").is_file() else self.train(of, lr, seed))
-
     def run_method(self, m: Method) -> None:
-        if m.matched_of:
-            return self.run_matched(m)
         lrs = self.lrs(m)
         seed0 = self.seeds[0]
         runs = self._each(lambda lr: self.train(m, lr, seed0), list(lrs))
@@ -814,9 +787,6 @@ class Comparison:
     def run(self) -> dict[str, Any] | None:
         if any(m.from_sft for m in self.methods) and not any(m.name == "sft" for m in self.methods):
             raise UserError("the SFT -> X methods start from the SFT model: include `sft` in --methods")
-        for m in self.methods:
-            if m.matched_of and not any(x.name == m.matched_of for x in self.methods):
-                raise UserError(f"{m.name} is read from the {m.matched_of} runs: include `{m.matched_of}` in --methods")
         # the base policy on the held-out suite, once per task
         base = None
         if not self.dry_run:
@@ -825,7 +795,7 @@ class Comparison:
             base = evaluate_checkpoint(model, self.task.suite, self.out / "base_eval", self.eval_overrides)
         # dependencies: SFT -> X rows wait for SFT; rows that take another method's LR wait for that method
         waits = {m.name: ({"sft"} if m.from_sft else set()) | ({m.lr_of} if self.inherits_lr(m) else set())
-                 | ({m.matched_of} if m.matched_of else set()) for m in self.methods}
+                 for m in self.methods}
         order = sorted(self.methods, key=lambda m: (len(waits[m.name]) > 0, m.from_sft))  # SFT first
         if SLOTS.jobs == 1:
             for m in order:
@@ -853,8 +823,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="default", choices=sorted(PRESETS))
     ap.add_argument("--tasks", default="toy,countdown", help=f"comma-separated, from: {', '.join(TASKS)}")
     ap.add_argument("--seeds", default=None, help="comma-separated (default: the preset's)")
-    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                    help="comma-separated, from: " + ", ".join(m.name for m in METHODS))
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated (default: the preset's; every method but rl-sft-loss, and `default` "
+                         "leaves out sft-matched), from: " + ", ".join(m.name for m in METHODS))
     ap.add_argument("--dry-run", action="store_true", help="write and validate every run's config, train nothing")
     ap.add_argument("--jobs", type=int, default=None,
                     help="runs at once, each with cpu_count/jobs threads (default: the preset's)")
@@ -872,6 +843,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    preset = PRESETS[args.preset]
+    args.methods = args.methods or ",".join(preset.get("methods", DEFAULT_METHODS))
     unknown = [m for m in args.methods.split(",") if m and m not in BY_NAME]
     if unknown:
         raise UserError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(BY_NAME)}")
@@ -880,7 +853,6 @@ def _main(args: argparse.Namespace) -> int:
         raise UserError(f"--tasks: unknown {', '.join(bad)}; choose from {', '.join(TASKS)}")
     methods = [BY_NAME[m] for m in args.methods.split(",") if m]
     tasks = [TASKS[t] for t in args.tasks.split(",") if t]
-    preset = PRESETS[args.preset]
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else list(preset["seeds"])
     except ValueError:

@@ -37,12 +37,15 @@ def test_sft_gets_the_compute_of_the_rl_budget():
     # 20 RL steps = 20 * 1024 / 96 = 213.3 -> 213 SFT steps
     c = _cfg("sft")
     assert c.sft.mode == "only" and c.train.total_steps == 213 and c.sft.lr == 1e-4 and c.update.lr == 1e-4
-    # trained to convergence: sft_cap x 213 steps on a cosine to 0, validated 12 times over the run
-    # (213 // 12 = 17; 6 x 213 = 1278 // 12 = 106), no early stopping; warm-up 213 // 20 = 10 steps either way
-    assert c.eval.validation.every == 17 and c.train.save_every == 17 and c.sft.warmup_steps == 10
+    # trained to convergence: sft_cap x 213 steps on a cosine to 0, validated 8 times over the run
+    # (213 // 8 = 26; 6 x 213 = 1278 // 8 = 159), no early stopping; warm-up 213 // 20 = 10 steps either way
+    assert c.eval.validation.every == 26 and c.train.save_every == 26 and c.sft.warmup_steps == 10
     assert c.eval.validation.patience == 0 and (c.sft.decay, c.sft.min_lr_ratio) == ("cosine", 0.0)
     capped = _cfg("sft", sft_cap=6)
-    assert capped.train.total_steps == 6 * 213 and capped.eval.validation.every == 106
+    assert capped.train.total_steps == 6 * 213 and capped.eval.validation.every == 159
+    matched = config_from_dict(cm.method_config(cm.BY_NAME["sft-matched"], "compare_toy", 1, [], lr=1e-4,
+                                                rl_steps=20, val_suite="toy_val", sft_cap=6))
+    assert matched.train.total_steps == 213 and matched.sft.decay == "cosine"  # its own cosine, no cap
     assert capped.sft.warmup_steps == 10 and _cfg("rft", sft_cap=6).train.total_steps == 20  # RL rows: no cap
     assert _cfg("rft").eval.validation.patience == 0  # RL rows run their whole budget
     assert _cfg("sft", lr=3e-5).sft.lr == 3e-5 and isinstance(_cfg("rft", lr=3e-5).update.lr, float)
@@ -135,25 +138,21 @@ def test_an_annealed_sft_run_is_rising_only_when_its_last_quarter_gains_beyond_n
     held = {"accuracy": 0.9}
     r = cm.read_run(run, "sft", 0, 1e-3, cm.TASKS["toy"], held, 80)
     assert r.rising is False and cm.aggregate([r], None)["methods"]["sft"]["not_converged"] == 0
-    # within the matched budget (the first 40 steps, before the decay) the constant-rate rule applies: rising
-    assert cm.read_run(run, "sft", 0, 1e-3, cm.TASKS["toy"], held, 40, budget=40).rising is True
+    # the same curve from a run at a constant rate: its best is its last point, so it is still rising
+    (run / "config.yaml").write_text(yaml.safe_dump({"sft": {"mode": "only", "decay": "constant"}}))
+    assert cm.read_run(run, "sft", 0, 1e-3, cm.TASKS["toy"], held, 80).rising is True
 
 
-def test_a_run_with_early_stopping_that_its_step_cap_ended_is_capped(tmp_path):
-    import yaml
-
+def test_a_run_with_early_stopping_that_its_step_cap_ended_is_capped():
     def run(patience, **summary):
-        d = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
-        d.mkdir()
-        (d / "config.yaml").write_text(yaml.safe_dump({"eval": {"validation": {"patience": patience}}}))
-        return cm.capped_by_steps(d, summary)
+        return cm.capped_by_steps({"eval": {"validation": {"patience": patience}}}, summary)
 
     assert run(4, steps=642, steps_cap=642, stopped_early=False)  # SFT that never met the plateau rule
     assert not run(4, steps=546, steps_cap=642, stopped_early=True)  # the plateau rule stopped it
     assert not run(0, steps=10, steps_cap=10, stopped_early=False)  # an RL run: no early stopping, always capped
 
 
-VAL = {1e-4: [0.2, 0.6], 3e-4: [0.5, 0.4], 3e-5: [0.1, 0.1], 1e-3: [0.3, 0.3]}  # lr -> validation at steps 4, 8
+VAL = {1e-4: [0.2, 0.6], 3e-4: [0.5, 0.4], 3e-5: [0.1, 0.1], 1e-3: [0.3, 0.3], 3e-3: [0.2, 0.2]}  # lr -> val. at 4, 8
 
 
 def _fake_runs(monkeypatch, val=VAL):
@@ -211,17 +210,21 @@ def test_unknown_method_is_a_one_line_error(tmp_path, capsys):
 def test_dry_run_writes_every_config(tmp_path, capsys):
     assert cm.main(["--output-dir", str(tmp_path), "--dry-run", "--preset", "default"]) == 0
     for task in ("toy", "countdown"):
-        # 7 methods: sweep (3) + 2 seeds; the 4 ablations: 3 seeds at Prefix-RFT's learning rate
+        # 7 methods (SFT at matched compute only on request): sweep (3) + 2 seeds; the 4 ablations: 3 seeds at
+        # Prefix-RFT's learning rate
         assert len(list((tmp_path / task / "configs").glob("*.yaml"))) == 7 * 5 + 4 * 3
+        assert not list((tmp_path / task / "configs").glob("sft-matched-*"))
     # the default budget: 10 RL steps = 10 * 1024 / 96 = 106.7 -> 107 SFT steps; 2 runs at once
     protocol = (tmp_path / "protocol.md").read_text()
     assert "SFT 107 steps at matched compute" in protocol and "- runs: 2 at once" in protocol
     assert "the Prefix-RFT ablations train at Prefix-RFT's chosen value" in protocol
-    assert "SFT's sft.lr from 0.0001, 0.0003, 0.001" in protocol  # SFT's own grid, one point up
+    assert "SFT's sft.lr from 0.0003, 0.001, 0.003" in protocol  # SFT's own grid, two points up
+    assert "SFT trains to convergence: 428 steps" in protocol and "matched compute' trains" not in protocol
     assert {p.name for p in (tmp_path / "toy/configs").glob("sft-lr*-seed0.yaml")} == {
-        "sft-lr0.0001-seed0.yaml", "sft-lr0.0003-seed0.yaml", "sft-lr0.001-seed0.yaml"}
+        "sft-lr0.0003-seed0.yaml", "sft-lr0.001-seed0.yaml", "sft-lr0.003-seed0.yaml"}
     assert cm.main(["--output-dir", str(tmp_path / "f"), "--dry-run", "--preset", "full", "--tasks", "toy"]) == 0
-    assert len(list((tmp_path / "f/toy/configs").glob("*.yaml"))) == 11 * 5  # full: every row swept
+    assert len(list((tmp_path / "f/toy/configs").glob("*.yaml"))) == 12 * 5  # full: every row swept
+    assert "the row 'SFT at matched compute' trains 533 steps" in (tmp_path / "f/protocol.md").read_text()
 
 
 def test_sft_then_x_without_sft_is_a_clear_error(tmp_path, capsys):
@@ -383,39 +386,46 @@ def test_runs_with_the_same_curation_share_one_curate_folder(tmp_path):
     assert not share.seed(same, second)  # a run with its own curate folder keeps it
 
 
-def test_sft_trains_to_convergence_and_the_matched_row_reads_its_first_steps(tmp_path, monkeypatch):
-    """SFT (converged) chooses its LR and checkpoint over the whole run; SFT at matched compute over the validation
-    points within the matched budget (1 RL step = round(1024 / 96) = 11 SFT steps: points 4 and 8), on the same
-    runs, training a seed only where its LR has no run yet; SFT -> RFT starts from the converged checkpoint."""
-    val = {1e-4: [0.2, 0.3, 0.5, 0.7], 3e-4: [0.4, 0.45, 0.5, 0.5], 1e-3: [0.1, 0.1, 0.1, 0.1]}
+def test_sft_trains_to_convergence_and_the_matched_row_trains_its_own_runs(tmp_path, monkeypatch):
+    """SFT (converged) trains sft_cap x the matched budget (1 RL step = round(1024 / 96) = 11 SFT steps; 3 x 11 =
+    33), SFT at matched compute its own 11-step runs; each sweeps SFT's grid and selects on its own validation
+    points, both on a cosine to 0; SFT -> RFT starts from the converged checkpoint."""
+    conv_val = {1e-4: [0.2, 0.3, 0.5, 0.7], 3e-4: [0.4, 0.45, 0.5, 0.5], 1e-3: [0.1, 0.1, 0.1, 0.1]}
+    matched_val = {1e-4: [0.2, 0.3], 3e-4: [0.4, 0.45], 1e-3: [0.1, 0.1]}
     trained, evaluated = _fake_runs(monkeypatch)
-    fake = cm.run_one
+    fake, steps = cm.run_one, {}
 
-    def longer_sft(cfg_path, run_dir, priority=0):  # SFT runs validated at 4, 8, 16 and 24 (past the budget)
+    def sft_runs(cfg_path, run_dir, priority=0):  # 33-step runs validated at 4, 8, 16, 24; 11-step ones at 4, 8
         import yaml
 
         fake(cfg_path, run_dir, priority)
         raw = yaml.safe_load(cfg_path.read_text())
         if (raw.get("sft") or {}).get("mode") == "only":
+            total = steps.setdefault(run_dir.parent.name, raw["train"]["total_steps"])
+            assert total == raw["train"]["total_steps"] and raw["sft"]["decay"] == "cosine"
+            val = conv_val if total == 33 else matched_val
             rows = [{"step": s, "phase": "sft", "val_toy_val_accuracy": a, "model_flops": 1.0}
                     for s, a in zip((4, 8, 16, 24), val[raw["sft"]["lr"]])]
             (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
-    monkeypatch.setattr(cm, "run_one", longer_sft)
-    preset = {"rl_steps": 1, "seeds": (0, 1), "lrs": cm.LRS, "sft_lrs": cm.SFT_LRS, "eval": (), "val_problems": 100}
+    monkeypatch.setattr(cm, "run_one", sft_runs)
+    preset = {"rl_steps": 1, "seeds": (0, 1), "lrs": cm.LRS, "sft_lrs": (1e-4, 3e-4, 1e-3), "eval": (), "val_problems": 100,
+              "sft_cap": 3}
     methods = [cm.BY_NAME[n] for n in ("sft-matched", "sft-rft", "sft")]
     agg = cm.Comparison(cm.TASKS["toy"], tmp_path, preset, methods, [0, 1], [], False).run()
+    assert steps == {"sft": 33, "sft-matched": 11}
     conv, matched = agg["methods"]["sft"], agg["methods"]["sft-matched"]
     assert (conv["lr"], conv["selected_steps"]) == (1e-4, [24, 24])  # 0.7 at step 24
-    assert (matched["lr"], matched["selected_steps"]) == (3e-4, [8, 8])  # 0.45 at 8 beats 1e-4's 0.3 within 11 steps
-    assert matched["total_flops"] == 2.0 and conv["total_flops"] == 10.0  # two steps' rows; the whole run's summary
-    assert matched["curves"]["0"] == [(4, 0.4), (8, 0.45)] and matched["still_rising"] == 2
-    assert sorted(t[0] for t in trained) == ["sft"] * 5 + ["sft-rft"] * 4  # SFT: sweep, seed 1, 3e-4 seed 1
-    sft_dirs = sorted(p.name for p in (tmp_path / "toy/runs/sft").iterdir())
-    assert sft_dirs == ["lr0.0001-seed0", "lr0.0001-seed1", "lr0.0003-seed0", "lr0.0003-seed1", "lr0.001-seed0"]
+    assert (matched["lr"], matched["selected_steps"]) == (3e-4, [8, 8])  # its own runs: 0.45 beats 0.3
+    assert matched["curves"]["0"] == [(4, 0.4), (8, 0.45)]
+    # annealed runs: the last quarter's best (0.45) beats the best before it (0.4) with no stderr known: rising
+    assert matched["still_rising"] == 2 and conv["still_rising"] == 2
+    assert sorted(t[0] for t in trained) == ["sft"] * 4 + ["sft-matched"] * 4 + ["sft-rft"] * 4
+    assert sorted(p.name for p in (tmp_path / "toy/runs/sft-matched").iterdir()) == [
+        "lr0.0001-seed0", "lr0.0003-seed0", "lr0.0003-seed1", "lr0.001-seed0"]
     ckpt = str(tmp_path / "toy/runs/sft/lr0.0001-seed1/checkpoints/step-000024")
     assert ("sft-rft", ckpt) in trained and ckpt in evaluated
-    assert str(tmp_path / "toy/runs/sft/lr0.0003-seed1/checkpoints/step-000008") in evaluated
+    assert str(tmp_path / "toy/runs/sft-matched/lr0.0003-seed1/checkpoints/step-000008") in evaluated
     assert "| SFT at matched compute | 0.0003 |" in cm.results_markdown(agg, "# t")
 
 
