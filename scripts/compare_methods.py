@@ -30,9 +30,9 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   as "capped": both are "not converged" in the table. The measured
   compute of every run is reported beside its accuracy, with wall time as a second view.
 - Tuning: each method's learning rate (update.lr for the RL phase) is chosen from the same three values (LRS;
-  SFT's sft.lr from SFT_LRS, the same grid moved up two points, where SFT's optimum lies: docs/results.md) by the best validation accuracy on seed 0; seeds 1.. run at the
-  chosen value. Every run
-  validates every R/5 steps (SFT: SFT_VALIDATIONS times over its run) on the validation suite (the preset's number of
+  SFT's sft.lr from SFT_LRS, the same grid moved up two points, where SFT's optimum lies: docs/results.md) by
+  the best validation accuracy on seed 0; seeds 1.. run at the chosen value. Every run validates every R/5
+  steps (SFT: SFT_VALIDATIONS times over its run) on the validation suite (the preset's number of
   problems), and its checkpoint with the best validation accuracy is the one evaluated on the held-out split.
   Nothing is chosen on held-out. The Prefix-RFT ablations (gate all / bottom / random, uniform schedule)
   change one component at Prefix-RFT's chosen learning rate, as the paper's ablations change one component of
