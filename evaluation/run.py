@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = _eval_config(args.overrides)
         suites = resolve_suites([s.strip() for s in args.suites.split(",") if s.strip()])
+        cfg = replace(cfg, suites=[s.name for s in suites])  # summary.json's config: the suites evaluated
         out = Path(args.output_dir)
         models = expand_models(args.model)
         data_dir = args.data_dir or cfg.data_dir

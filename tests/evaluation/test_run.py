@@ -139,3 +139,6 @@ def test_oracle_solves_the_embedded_countdown_suites(tmp_path):
     suites = _suites(tmp_path)
     assert suites["countdown"]["problems"] == 431 and suites["countdown_val"]["problems"] == 160
     assert all(s["accuracy"] == 1.0 for s in suites.values()), {n: s["accuracy"] for n, s in suites.items()}
+    # the summary's config names the suites evaluated (--suites), not the config default ["toy"]
+    assert json.loads((tmp_path / "summary.json").read_text())["config"]["suites"] == [
+        "countdown", "countdown_val", "toy_val"]
