@@ -655,6 +655,7 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
     shared, _ = read_recipe(tasks[0].recipe)
     shared = apply_overrides(shared, overrides)
     sft_steps = sft_steps_for(shared, p["rl_steps"])
+    matched = any(m.matched for m in methods)  # the row "SFT at matched compute" trains its own runs
     return "\n".join([
         f"compare_methods protocol (preset {preset}):",
         f"- tasks: {', '.join(f'{t.name} (recipe {t.recipe}, held-out {t.suite}, validation {t.val_suite})' for t in tasks)}",
@@ -663,7 +664,7 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
         f"x {RL_FORWARDS:g} forward-equivalents per token, SFT step = batch x {SFT_FORWARDS:g}); SFT trains to "
         f"convergence: {sft_steps * p.get('sft_cap', 1)} steps, its learning rate decayed on a cosine to 0"
         + (f"; the row 'SFT at matched compute' trains {sft_steps} steps on its own cosine"
-           if any(m.matched for m in methods) else "")
+           if matched else "")
         + "; SFT -> X rows start from the converged SFT model and are charged its whole run plus their RL steps",
         f"- learning rate: chosen per method from {', '.join(f'{x:g}' for x in p['lrs'])} (update.lr of the RL phase; "
         f"SFT's sft.lr from {', '.join(f'{x:g}' for x in p.get('sft_lrs', p['lrs']))}) by best validation accuracy "
@@ -671,7 +672,7 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
         + ("" if p.get("sweep_ablations", True) else "; the Prefix-RFT ablations train at Prefix-RFT's chosen value"),
         f"- checkpoints: validation every {max(1, p['rl_steps'] // VALIDATION_POINTS)} RL steps / "
         f"{max(1, sft_steps * p.get('sft_cap', 1) // SFT_VALIDATIONS)} SFT steps"
-        + (f" (matched: {max(1, sft_steps // SFT_VALIDATIONS)})" if any(m.matched for m in methods) else "")
+        + (f" (matched: {max(1, sft_steps // SFT_VALIDATIONS)})" if matched else "")
         + f" on the validation suite (up to "
         f"{p['val_problems']} problems); the best validated "
         "checkpoint of every run is evaluated on the held-out suite (never used for a choice)",
