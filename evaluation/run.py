@@ -250,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                                                    "(`oracle`, `oracle-unboxed`, `negative`), several comma-"
                                                    "separated, or a run directory (all its checkpoints)")
     ap.add_argument("--suites", default="toy", help="comma-separated suite or group names (math, general)")
-    ap.add_argument("--output-dir", required=True)
+    ap.add_argument("--output-dir", required=True, help="one directory (several models: a folder per model "
+                                                        "in it, and a comparison), or one per model, comma-"
+                                                        "separated in --model's order")
     ap.add_argument("--data-dir", default=None, help="local copies of the suites (e.g. data)")
     ap.add_argument("--trust-remote-code", action="store_true")
     ap.add_argument("overrides", nargs="*", help="eval.field=value")
@@ -260,20 +262,34 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _eval_config(args.overrides)
         suites = resolve_suites([s.strip() for s in args.suites.split(",") if s.strip()])
         cfg = replace(cfg, suites=[s.name for s in suites])  # summary.json's config: the suites evaluated
-        out = Path(args.output_dir)
         models = expand_models(args.model)
+        targets, comparison = output_dirs(args.output_dir, models)
         data_dir = args.data_dir or cfg.data_dir
         results = {}
-        for name, model in models:
-            target = out / name if len(models) > 1 else out
+        for (name, model), target in zip(models, targets):
             results[name] = _evaluate_one(model, args, cfg, suites, target, data_dir)
-        if len(models) > 1:
-            write_comparison(out, results, cfg)
+        if comparison is not None:
+            write_comparison(comparison, results, cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print((out / "results.md").read_text(), end="")
+    for d in [comparison] if comparison is not None else targets:
+        print((d / "results.md").read_text(), end="")
     return 0
+
+
+def output_dirs(spec: str, models: list[tuple[str, str]]) -> tuple[list[Path], Path | None]:
+    """Where each model's evaluation goes, and where their comparison goes (None: no comparison). One model:
+    `spec` itself. Several: `spec/<name>` each and the comparison in `spec`, or, when `spec` lists one
+    directory per model (comma-separated), those, without a comparison: one process evaluating checkpoints of
+    unrelated runs pays the imports and the suites' preparation once."""
+    dirs = [Path(d.strip()) for d in spec.split(",") if d.strip()]
+    if len(dirs) == 1:
+        return (dirs, None) if len(models) == 1 else ([dirs[0] / name for name, _ in models], dirs[0])
+    if len(dirs) != len(models):
+        raise UserError(f"--output-dir: {len(dirs)} directories for {len(models)} models; give one directory, "
+                        "or one per model in --model's order")
+    return dirs, None
 
 
 def _eval_config(overrides: list[str]) -> EvalConfig:

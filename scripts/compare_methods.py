@@ -304,17 +304,28 @@ def select_step(curve: list[tuple[int, float]]) -> int:
     return min(s for s, a in curve if a == best)
 
 
-def evaluate_checkpoint(checkpoint: Path, suite: str, out: Path, eval_overrides: list[str],
+def evaluate_checkpoint(checkpoint: Path | str, suite: str, out: Path, eval_overrides: list[str],
                         priority: int = 0) -> dict[str, Any]:
     """Held-out evaluation of one checkpoint (evaluation.run in a subprocess; cached in `out`)."""
-    summary = out / "summary.json"
-    if not summary.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        rc = SLOTS.run([sys.executable, "-m", "evaluation.run", "--model", str(checkpoint), "--suites", suite,
-                        "--output-dir", str(out), *eval_overrides], out / "eval.log", priority)
+    return evaluate_checkpoints([(checkpoint, out)], suite, eval_overrides, out / "eval.log", priority)[0]
+
+
+def evaluate_checkpoints(jobs: list[tuple[Path | str, Path]], suite: str, eval_overrides: list[str], log: Path,
+                         priority: int = 0) -> list[dict[str, Any]]:
+    """Held-out evaluation of each (checkpoint, output folder), cached in its folder: the ones not yet evaluated
+    in one evaluation.run subprocess (its log in `log`), which pays the imports and the suite's preparation once
+    rather than once per checkpoint."""
+    todo = [(str(c), o) for c, o in jobs if not (o / "summary.json").is_file()]
+    if todo:
+        for _, o in todo:
+            o.mkdir(parents=True, exist_ok=True)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        rc = SLOTS.run([sys.executable, "-m", "evaluation.run", "--model", ",".join(c for c, _ in todo),
+                        "--suites", suite, "--output-dir", ",".join(str(o) for _, o in todo), *eval_overrides],
+                       log, priority)
         if rc != 0:
-            raise UserError(f"evaluation of {checkpoint} failed (exit {rc}); see {out}/eval.log")
-    return json.loads(summary.read_text())["suites"][suite]
+            raise UserError(f"evaluation of {len(todo)} checkpoint(s) failed (exit {rc}); see {log}")
+    return [json.loads((o / "summary.json").read_text())["suites"][suite] for _, o in jobs]
 
 
 def read_run(run_dir: Path, method: str, seed: int, lr: float, task: Task, held: dict[str, Any],
@@ -694,6 +705,7 @@ class Comparison:
         self.eval_overrides = ["eval.samples_per_problem=2", "eval.max_new_tokens=96", "eval.precision=bf16",
                                *[o for o in preset["eval"]], *[o for o in overrides if o.startswith("eval.")]]
         self.results: list[RunResult] = []
+        self.pending: list[tuple[Method, float, int, Path, int]] = []  # selected, held-out evaluation to come
         self.sft_selected: dict[int, tuple[Path, tuple[Path, dict[str, float]]]] = {}
         self.chosen_lr: dict[str, float] = {}
         self.count = 0
@@ -752,18 +764,25 @@ class Comparison:
         return s, dict(curve)[s]
 
     def finish(self, m: Method, lr: float, seed: int, d: Path) -> None:
+        """Select run `d`'s checkpoint on validation; its held-out evaluation waits for evaluate_selected."""
         step, _ = self.best_of(d)
-        ckpt = d / "checkpoints" / f"step-{step:06d}"
-        held = evaluate_checkpoint(ckpt, self.task.suite, d / "eval" / "selected", self.eval_overrides,
-                                   self.priority(m))
-        extra = None
-        if m.from_sft:
-            sft_dir, sft_compute = self.sft_selected[seed][1]
-            extra = {**sft_compute, "wall_seconds": _wall(json.loads((sft_dir / "summary.json").read_text()))}
         with self.lock:
-            self.results.append(read_run(d, m.name, seed, lr, self.task, held, step, extra))
+            self.pending.append((m, lr, seed, d, step))
             if m.name == "sft":
+                ckpt = d / "checkpoints" / f"step-{step:06d}"
                 self.sft_selected[seed] = (ckpt, (d, json.loads((d / "summary.json").read_text())["compute"]))
+
+    def evaluate_selected(self) -> None:
+        """The held-out evaluation of every run's selected checkpoint, once all of the task's runs are trained:
+        one evaluation subprocess for all of them (evaluate_checkpoints), then each run's numbers."""
+        jobs = [(d / "checkpoints" / f"step-{step:06d}", d / "eval" / "selected") for _, _, _, d, step in self.pending]
+        helds = evaluate_checkpoints(jobs, self.task.suite, self.eval_overrides, self.out / "heldout_eval.log")
+        for (m, lr, seed, d, step), held in zip(self.pending, helds):
+            extra = None
+            if m.from_sft:
+                sft_dir, sft_compute = self.sft_selected[seed][1]
+                extra = {**sft_compute, "wall_seconds": _wall(json.loads((sft_dir / "summary.json").read_text()))}
+            self.results.append(read_run(d, m.name, seed, lr, self.task, held, step, extra))
 
     def _each(self, fn, items: list[Any]) -> list[Any]:
         """fn over items, concurrently when jobs > 1 (the subprocesses still queue for Slots)."""
@@ -812,6 +831,7 @@ class Comparison:
                     f.result()
         if self.dry_run:
             return None
+        self.evaluate_selected()
         agg = aggregate(self.results, base)
         agg.update(task=self.task.name, lrs=list(self.p["lrs"]), sft_lrs=list(self.p.get("sft_lrs", self.p["lrs"])),
                    rl_steps=self.p["rl_steps"])

@@ -178,9 +178,29 @@ def _fake_runs(monkeypatch, val=VAL):
         evaluated.append(str(ckpt))
         return {"accuracy": 0.25, "accuracy_by_level": {"2": 0.25}}
 
+    def fake_evals(jobs, suite, overrides, log, priority=0):
+        return [cm.evaluate_checkpoint(c, suite, o, overrides, priority) for c, o in jobs]  # the patched one
+
     monkeypatch.setattr(cm, "run_one", fake_run_one)
     monkeypatch.setattr(cm, "evaluate_checkpoint", fake_eval)
+    monkeypatch.setattr(cm, "evaluate_checkpoints", fake_evals)
     return trained, evaluated
+
+
+def test_held_out_evaluations_run_in_one_subprocess_and_resume(tmp_path):
+    """evaluate_checkpoints: the real evaluation.run command line, one process for every checkpoint not yet
+    evaluated, each into its own folder; a second call evaluates only the new one."""
+    small = ["eval.max_problems=5", "eval.samples_per_problem=1"]
+    jobs = [("oracle", tmp_path / "a"), ("negative", tmp_path / "b")]
+    log = tmp_path / "heldout.log"
+    got = cm.evaluate_checkpoints(jobs, "toy", small, log)
+    assert [g["accuracy"] for g in got] == [1.0, 0.0] and got[0]["problems"] == 5
+    assert log.read_text().count("eval oracle toy") == 1 and log.read_text().count("eval negative toy") == 1
+    got = cm.evaluate_checkpoints([*jobs, ("oracle", tmp_path / "c")], "toy", small, log)
+    assert [g["accuracy"] for g in got] == [1.0, 0.0, 1.0]
+    assert log.read_text().count("eval oracle toy") == 2 and log.read_text().count("eval negative toy") == 1
+    with pytest.raises(cm.UserError, match="evaluation of 1 checkpoint"):
+        cm.evaluate_checkpoints([("oracle", tmp_path / "d")], "no-such-suite", small, log)
 
 
 def test_lr_is_chosen_on_validation_and_sft_checkpoint_feeds_sft_then_x(tmp_path, monkeypatch):

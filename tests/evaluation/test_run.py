@@ -142,3 +142,25 @@ def test_oracle_solves_the_embedded_countdown_suites(tmp_path):
     # the summary's config names the suites evaluated (--suites), not the config default ["toy"]
     assert json.loads((tmp_path / "summary.json").read_text())["config"]["suites"] == [
         "countdown", "countdown_val", "toy_val"]
+
+
+def test_one_process_evaluates_several_checkpoints_into_their_own_folders(micro_path, tmp_path, capsys):
+    """`--output-dir a,b`: one folder per model, in --model's order, no comparison; a checkpoint evaluated beside
+    another gives the samples it gives alone (every sample's seed is its own)."""
+    small = ["eval.max_problems=6", "eval.max_new_tokens=12", "eval.samples_per_problem=2"]
+    assert main(["--model", str(micro_path), "--suites", "toy", "--output-dir", str(tmp_path / "alone"), *small]) == 0
+    dirs = [tmp_path / "o", tmp_path / "m"]
+    assert main(["--model", f"oracle,{micro_path}", "--suites", "toy", "--output-dir", ",".join(map(str, dirs)),
+                 *small]) == 0
+    assert _suites(dirs[0])["toy"]["accuracy"] == 1.0
+    alone, beside = (load_from_disk(str(d / "toy" / "data")) for d in (tmp_path / "alone", dirs[1]))
+    assert beside["completion"] == alone["completion"] and len(alone) == 12
+    assert _suites(dirs[1])["toy"]["accuracy"] == _suites(tmp_path / "alone")["toy"]["accuracy"]
+    assert not (tmp_path / "results.md").exists() and not (tmp_path / "o" / "oracle").exists()
+    capsys.readouterr()
+    assert main(["--model", "oracle,negative", "--suites", "toy", "--output-dir", str(tmp_path / "x"), *small]) == 0
+    assert (tmp_path / "x" / "results.md").is_file() and (tmp_path / "x" / "negative" / "summary.json").is_file()
+    capsys.readouterr()
+    assert main(["--model", "oracle,negative", "--suites", "toy", "--output-dir", "a,b,c"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --output-dir: 3 directories for 2 models; give one directory, "
+                                               "or one per model in --model's order")
