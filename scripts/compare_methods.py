@@ -43,7 +43,11 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
   run side by side (no slot idles while a task waits on its last runs). Every run is its own process with its own seed, so the
   numbers do not depend on --jobs (up to the threads' summation order); wall times do, and are comparable
   within one command. Runs whose curation is the same (same data, same starting tokenizer and weights: the
-  curate stage's fingerprint) curate once: later ones get the first one's curate folder linked in.
+  curate stage's fingerprint) curate once: later ones get the first one's curate folder linked in. The held-out
+  evaluations of a task's selected checkpoints wait until all its runs are trained and then run in one
+  evaluation.run process (OUTPUT/<task>/heldout_eval.log), each into its run's eval/selected: one process start
+  and suite preparation for ~47 checkpoints, not one each (each sample's seed is its own, so the numbers are
+  those of separate processes).
 
 Every run is a normal run directory, OUTPUT/<task>/runs/<method>/lr<lr>-seed<k>; an interrupted comparison
 resumes where it stopped (finished runs and evaluations are kept, a half-done run resumes itself); a run
