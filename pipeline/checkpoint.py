@@ -43,13 +43,28 @@ def training_state_dir(output_dir: Path, step: int) -> Path:
     return Path(output_dir) / "checkpoints" / f"training-state-{step:06d}"
 
 
+def writes_after(cfg: Any, step: int) -> tuple[bool, bool]:
+    """(weights, training state): what the update of `step` writes. The training state after every
+    `train.state_every`-th step and the last; the weights with it, at every `train.save_every`-th step and every
+    validation step (evaluation and checkpoint selection read them), and at every step for an SGLang backend (it
+    may load them from disk). With state_every 1: both at every step."""
+    t, every = cfg.train, cfg.eval.validation.every
+    state = step % t.state_every == 0 or step == t.total_steps
+    validated = bool(every and cfg.eval.suites and step % every == 0)
+    return state or validated or step % t.save_every == 0 or cfg.generate.backend != "transformers", state
+
+
 def save_checkpoint(accelerator: Any, state: TrainState, tokenizer: Any, output_dir: Path,
-                    extra_state: dict[str, Any]) -> None:
+                    extra_state: dict[str, Any], weights: bool = True, training_state: bool = True) -> None:
     """Write checkpoints/step-N (weights + tokenizer) and training-state-N (optimizer, scheduler, RNG,
-    step, sampler position), each atomically, main process only."""
+    step, sampler position), each atomically, main process only; either can be left out (writes_after).
+    Collective on every process when the model is sharded."""
+    if not (weights or training_state):
+        return
     model = accelerator.unwrap_model(state.model)
-    state_dict = distributed.full_state_dict(state.model, accelerator)  # collective when sharded
-    staged = _save_sharded(accelerator, state, output_dir) if distributed.is_sharded(state.model) else None
+    state_dict = distributed.full_state_dict(state.model, accelerator) if weights else None  # collective if sharded
+    staged = (_save_sharded(accelerator, state, output_dir)
+              if training_state and distributed.is_sharded(state.model) else None)
     if not accelerator.is_main_process:
         return
 
@@ -75,8 +90,10 @@ def save_checkpoint(accelerator: Any, state: TrainState, tokenizer: Any, output_
         (tmp / "state.json").write_text(json.dumps({"step": state.step, "policy_fp": state.policy_fp,
                                                     **extra_state}, indent=1, sort_keys=True))
 
-    cache.write_folder(checkpoint_dir(output_dir, state.step), state.policy_fp, fill_model)
-    cache.write_folder(training_state_dir(output_dir, state.step), state.policy_fp, fill_state)
+    if weights:
+        cache.write_folder(checkpoint_dir(output_dir, state.step), state.policy_fp, fill_model)
+    if training_state:
+        cache.write_folder(training_state_dir(output_dir, state.step), state.policy_fp, fill_state)
 
 
 def _save_sharded(accelerator: Any, state: TrainState, output_dir: Path) -> Path:
@@ -107,16 +124,21 @@ def load_training_state(state: TrainState, output_dir: Path, step: int) -> dict[
 
 
 def prune_checkpoints(output_dir: Path, last_step: int, keep_last: int, save_every: int, total_steps: int) -> None:
-    """Drop training states older than the last `keep_last` steps, and model weights of those steps
-    unless the step is a multiple of `save_every` or the final step."""
-    recent = set(range(last_step - keep_last + 1, last_step + 1))
+    """Keep the `keep_last` most recent training states up to `last_step` (with train.state_every > 1 they
+    are not those of the last steps) and their weights; drop other model weights unless the step is one of
+    the last `keep_last`, a multiple of `save_every` or the final step. States after `last_step` (a re-run
+    of an earlier step) are left alone."""
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return
+    states = sorted(int(d.name.rsplit("-", 1)[1]) for d in root.glob("training-state-*")
+                    if not d.name.startswith("."))
+    kept = {n for n in states if n > last_step} | set([n for n in states if n <= last_step][-keep_last:])
+    recent = set(range(last_step - keep_last + 1, last_step + 1))
     for d in root.iterdir():
-        if d.name.startswith("training-state-") and int(d.name.rsplit("-", 1)[1]) not in recent:
+        if d.name.startswith("training-state-") and int(d.name.rsplit("-", 1)[1]) not in kept:
             shutil.rmtree(d, ignore_errors=True)
         elif d.name.startswith("step-"):
             n = int(d.name.rsplit("-", 1)[1])
-            if n not in recent and n % save_every != 0 and n != total_steps:
+            if n not in recent | kept and n % save_every != 0 and n != total_steps:
                 shutil.rmtree(d, ignore_errors=True)

@@ -212,8 +212,8 @@ class Run:
         else:
             path = str(checkpoint_dir(self.out, step))
             if cache.folder_status(path, self.policy_fp(step)) != "complete":
-                raise UserError(f"the checkpoint of step {step} ({path}) is missing or was pruned; raise "
-                                "train.keep_last / train.save_every, or re-run the training command")
+                raise UserError(f"the checkpoint of step {step} ({path}) is missing or was pruned; raise train."
+                                "keep_last / save_every (or lower state_every), or re-run the training command")
         model = load_policy_model(None if step == 0 else path, self.base_path, self.cfg.model, self.cfg.update.lora,
                                   self.cfg.train.seed)
         model, opt, sched = prepare_policy(self.acc, model, self.cfg.update)
@@ -223,8 +223,8 @@ class Run:
             load_training_state(state, self.out, step)
             state.restored = True
         elif step > 0 and with_optimizer:
-            raise UserError(f"the training state of step {step} ({tdir}) is missing or was pruned; raise "
-                            "train.keep_last to re-run stages that far back")
+            raise UserError(f"the training state of step {step} ({tdir}) is missing or was pruned (train.keep_last; "
+                            "train.state_every N writes one every N steps): raise keep_last, or re-run from one")
         self.state = state
         return state
 

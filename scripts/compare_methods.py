@@ -193,7 +193,9 @@ def method_config(method: Method, base: str, seed: int, overrides: list[str], *,
     steps = sft_steps_for(shared, rl_steps) if sft else rl_steps
     total = steps * (max(1, sft_cap) if sft and not method.matched else 1)
     every = max(1, total // (SFT_VALIDATIONS if sft else VALIDATION_POINTS))
+    # the training state (for resume) at the validation points only: a killed run redoes at most `every` steps
     extra = [f"train.total_steps={total}", f"train.seed={seed}", f"train.save_every={every}",
+             f"train.state_every={every}",
              f"{'sft' if sft else 'update'}.lr={lr:.6e}",  # YAML reads 3e-05 as a string, 3.000000e-05 as a float
              f"eval.validation.every={every}",
              f"eval.validation.suites=[{val_suite}]", f"eval.validation.problems={val_problems}",

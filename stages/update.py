@@ -33,7 +33,8 @@ from datasets import Dataset, Value, concatenate_datasets
 from pipeline import accounting, cache, methods
 from pipeline import schema as S
 from pipeline.batching import Plan, plan_batches, to_device, token_lists
-from pipeline.checkpoint import checkpoint_dir, prune_checkpoints, save_checkpoint, training_state_dir
+from pipeline.checkpoint import (checkpoint_dir, prune_checkpoints, save_checkpoint, training_state_dir,
+                                 writes_after)
 from pipeline.config import ObjectiveConfig, UpdateConfig
 from pipeline.graph import StageSpec, always
 from pipeline.mismatch import check_logprob_mismatch, continuation_deltas, summarise
@@ -236,8 +237,10 @@ def compute(job: Any, step: int, inputs: dict[str, cache.StageRecord]) -> tuple[
     stats.update(accounting.update_flops(state.model, tokens, len(src), seconds, cfg.update.precision,
                                          forwards=3.0 + stats.get("separate_old_logprob_pass", 0.0)))
     state.step, state.policy_fp = step, job.policy_fp(step)
+    weights, training_state = writes_after(cfg, step)  # every step unless train.state_every > 1
     save_checkpoint(job.acc, state, job.tokenizer, job.out,
-                    {"seed": cfg.train.seed, "sampler_position": step * cfg.prefixes.prompts_per_step})
+                    {"seed": cfg.train.seed, "sampler_position": step * cfg.prefixes.prompts_per_step},
+                    weights=weights, training_state=training_state)
     return ds, stats
 
 

@@ -39,7 +39,7 @@ def test_sft_gets_the_compute_of_the_rl_budget():
     assert c.sft.mode == "only" and c.train.total_steps == 213 and c.sft.lr == 1e-4 and c.update.lr == 1e-4
     # trained to convergence: sft_cap x 213 steps on a cosine to 0, validated 8 times over the run
     # (213 // 8 = 26; 6 x 213 = 1278 // 8 = 159), no early stopping; warm-up 213 // 20 = 10 steps either way
-    assert c.eval.validation.every == 26 and c.train.save_every == 26 and c.sft.warmup_steps == 10
+    assert c.eval.validation.every == 26 and c.train.save_every == c.train.state_every == 26 and c.sft.warmup_steps == 10
     assert c.eval.validation.patience == 0 and (c.sft.decay, c.sft.min_lr_ratio) == ("cosine", 0.0)
     capped = _cfg("sft", sft_cap=6)
     assert capped.train.total_steps == 6 * 213 and capped.eval.validation.every == 159

@@ -182,6 +182,12 @@ class TrainConfig:
     """Keep the model weights of every M-th step (the last step is always kept)."""
     keep_last: int = 2
     """Most recent full training states (optimizer, scheduler, RNG) kept for resume and stage re-runs."""
+    state_every: int = 1
+    """Write the full training state (optimizer, scheduler, RNG) after every N-th step and the last; a run
+    killed between two resumes from the last one and recomputes the steps after it, with the same result
+    (README, "The run directory"). With the transformers rollout backend the weights of the steps between are
+    not written either, except at `save_every` and validation steps; SGLang backends, which may load
+    them, get them every step."""
     num_threads: int = 0
     """torch CPU threads; 0 leaves torch's default."""
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
@@ -195,6 +201,7 @@ class TrainConfig:
         _in_range(self.total_steps, "train.total_steps", 1)
         _in_range(self.save_every, "train.save_every", 1)
         _in_range(self.keep_last, "train.keep_last", 1)
+        _in_range(self.state_every, "train.state_every", 1)
         _in_range(self.num_threads, "train.num_threads", 0)
         _in_range(self.process_group_timeout_s, "train.process_group_timeout_s", 1)
         bad = sorted(set(self.trackers) - {"tensorboard", "wandb", "trackio"})
