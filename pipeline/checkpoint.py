@@ -131,8 +131,7 @@ def prune_checkpoints(output_dir: Path, last_step: int, keep_last: int, save_eve
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return
-    states = sorted(int(d.name.rsplit("-", 1)[1]) for d in root.glob("training-state-*")
-                    if not d.name.startswith("."))
+    states = sorted(int(d.name.rsplit("-", 1)[1]) for d in root.glob("training-state-*"))
     kept = {n for n in states if n > last_step} | set([n for n in states if n <= last_step][-keep_last:])
     recent = set(range(last_step - keep_last + 1, last_step + 1))
     for d in root.iterdir():
