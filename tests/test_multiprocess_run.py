@@ -85,3 +85,24 @@ def test_fsdp2_launch_runs_the_pipeline_and_evaluates_on_every_rank(tmp_path, mi
     assert res.stderr.count("evaluation: 6 requests decoded by 2 ranks ([3, 3])") == 2, res.stderr[-3000:]
     assert (out / "eval" / "base" / "toy").is_dir() and (out / "eval" / "step-000002" / "toy").is_dir()
     assert AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "step-000002") is not None
+
+
+def test_fsdp2_run_with_sparse_training_states(tmp_path, micro_path):
+    """train.state_every=2 on the shipped FSDP2 config, 2 gloo processes: step 1 writes nothing (its collective
+    gather and sharded save are skipped on every rank alike), step 2 a sharded state and weights, step 3 (the
+    last) both again; the run completes and its final checkpoint loads."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/fsdp2.yaml",
+           "--num_processes", "2", "--main_process_port", _port(), "-m", "pipeline.train", "--config", "quickstart",
+           "--output-dir", str(out), *MICRO, "train.total_steps=3", "train.save_every=3", "train.state_every=2",
+           "eval.at_start=false", "eval.at_end=false", "train.num_threads=1", "train.process_group_timeout_s=300"]
+    res = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["step-000002", "step-000003", "training-state-000002", "training-state-000003"], names
+    for step in (2, 3):
+        assert (out / "checkpoints" / f"training-state-{step:06d}" / "sharded" / ".metadata").is_file()
+    assert AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "step-000003") is not None
