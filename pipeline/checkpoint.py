@@ -48,10 +48,10 @@ def writes_after(cfg: Any, step: int) -> tuple[bool, bool]:
     `train.state_every`-th step and the last; the weights with it, at every `train.save_every`-th step and every
     validation step (evaluation and checkpoint selection read them), and at every step for an SGLang backend (it
     may load them from disk). With state_every 1: both at every step."""
-    t, every = cfg.train, cfg.eval.validation.every
+    t = cfg.train
     state = step % t.state_every == 0 or step == t.total_steps
-    validated = bool(every and cfg.eval.suites and step % every == 0)
-    return state or validated or step % t.save_every == 0 or cfg.generate.backend != "transformers", state
+    weights = state or cfg.eval.validates_at(step) or step % t.save_every == 0 or cfg.generate.backend != "transformers"
+    return weights, state
 
 
 def save_checkpoint(accelerator: Any, state: TrainState, tokenizer: Any, output_dir: Path,
@@ -133,11 +133,11 @@ def prune_checkpoints(output_dir: Path, last_step: int, keep_last: int, save_eve
         return
     states = sorted(int(d.name.rsplit("-", 1)[1]) for d in root.glob("training-state-*"))
     kept = {n for n in states if n > last_step} | set([n for n in states if n <= last_step][-keep_last:])
-    recent = set(range(last_step - keep_last + 1, last_step + 1))
+    keep_weights = kept | set(range(last_step - keep_last + 1, last_step + 1))  # the kept states and last steps
     for d in root.iterdir():
         if d.name.startswith("training-state-") and int(d.name.rsplit("-", 1)[1]) not in kept:
             shutil.rmtree(d, ignore_errors=True)
         elif d.name.startswith("step-"):
             n = int(d.name.rsplit("-", 1)[1])
-            if n not in recent | kept and n % save_every != 0 and n != total_steps:
+            if n not in keep_weights and n % save_every != 0 and n != total_steps:
                 shutil.rmtree(d, ignore_errors=True)

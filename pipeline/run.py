@@ -351,7 +351,7 @@ def train(cfg: Config, output_dir: str | Path, accelerator: Any = None) -> dict[
             bar.set_postfix_str(stage)
             record = run.run_stage(stage, step, strict=True)
         stats = record.meta["stats"]
-        if cfg.eval.validation.every and step % cfg.eval.validation.every == 0 and cfg.eval.suites:
+        if cfg.eval.validates_at(step):
             bar.set_postfix_str("validation")
             stats = {**stats, **validation_metrics(evaluate_step(run, step, validation=True))}
         run.write_metrics(step)
@@ -393,7 +393,7 @@ def _start_evaluations(run: Run, start: int) -> dict[str, dict[str, Any]]:
     base_eval = evaluate_step(run, 0) if ev.at_start and ev.suites else {}
     if ev.validation.every and ev.at_start and ev.suites:
         evaluate_step(run, 0, validation=True)  # step 0 of the validation curve
-    if ev.validation.every and start and start % ev.validation.every == 0 and ev.suites:
+    if start and ev.validates_at(start):
         evaluate_step(run, start, validation=True)  # cached; a crash may have come between an update and this
     if start:
         run.write_metrics(start)  # with that validation point, which early stopping reads

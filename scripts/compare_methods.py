@@ -711,7 +711,7 @@ class Comparison:
         self.eval_overrides = ["eval.samples_per_problem=2", "eval.max_new_tokens=96", "eval.precision=bf16",
                                *[o for o in preset["eval"]], *[o for o in overrides if o.startswith("eval.")]]
         self.results: list[RunResult] = []
-        self.pending: list[tuple[Method, float, int, Path, int]] = []  # selected, held-out evaluation to come
+        self.pending: list[tuple[Method, float, int, Path, int, Path]] = []  # (.., run, step, checkpoint)
         self.sft_selected: dict[int, tuple[Path, tuple[Path, dict[str, float]]]] = {}
         self.chosen_lr: dict[str, float] = {}
         self.count = 0
@@ -772,18 +772,18 @@ class Comparison:
     def finish(self, m: Method, lr: float, seed: int, d: Path) -> None:
         """Select run `d`'s checkpoint on validation; its held-out evaluation waits for evaluate_selected."""
         step, _ = self.best_of(d)
+        ckpt = d / "checkpoints" / f"step-{step:06d}"
         with self.lock:
-            self.pending.append((m, lr, seed, d, step))
+            self.pending.append((m, lr, seed, d, step, ckpt))
             if m.name == "sft":
-                ckpt = d / "checkpoints" / f"step-{step:06d}"
                 self.sft_selected[seed] = (ckpt, (d, json.loads((d / "summary.json").read_text())["compute"]))
 
     def evaluate_selected(self) -> None:
         """The held-out evaluation of every run's selected checkpoint, once all of the task's runs are trained:
         one evaluation subprocess for all of them (evaluate_checkpoints), then each run's numbers."""
-        jobs = [(d / "checkpoints" / f"step-{step:06d}", d / "eval" / "selected") for _, _, _, d, step in self.pending]
+        jobs = [(ckpt, d / "eval" / "selected") for *_, d, _, ckpt in self.pending]
         helds = evaluate_checkpoints(jobs, self.task.suite, self.eval_overrides, self.out / "heldout_eval.log")
-        for (m, lr, seed, d, step), held in zip(self.pending, helds):
+        for (m, lr, seed, d, step, _), held in zip(self.pending, helds):
             extra = None
             if m.from_sft:
                 sft_dir, sft_compute = self.sft_selected[seed][1]

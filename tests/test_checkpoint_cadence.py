@@ -7,13 +7,14 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline.checkpoint import prune_checkpoints, writes_after
+from pipeline.config import EvalConfig, ValidationConfig
 from pipeline.run import Run, train
 from tests.test_pipeline import STAGES, micro_cfg
 
 
 def _cfg(state_every=1, save_every=50, total=10, validate=0, backend="transformers"):
     return SimpleNamespace(train=SimpleNamespace(state_every=state_every, save_every=save_every, total_steps=total),
-                           eval=SimpleNamespace(suites=["toy"], validation=SimpleNamespace(every=validate)),
+                           eval=EvalConfig(suites=["toy"], validation=ValidationConfig(every=validate)),
                            generate=SimpleNamespace(backend=backend))
 
 

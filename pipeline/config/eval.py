@@ -69,6 +69,11 @@ class EvalConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     """Evaluation of a validation slice during training (`eval.validation.*`)."""
 
+    def validates_at(self, step: int) -> bool:
+        """Whether training evaluates the validation slice after `step` (every `validation.every` steps, when
+        there are suites)."""
+        return bool(self.validation.every and self.suites and step % self.validation.every == 0)
+
     def __post_init__(self) -> None:
         _check(all(isinstance(s, str) and s for s in self.suites), "eval.suites", "must be suite names")
         _in_range(self.samples_per_problem, "eval.samples_per_problem", 0)
