@@ -116,6 +116,7 @@ def load_model(path: str, cfg: ModelConfig) -> Any:
         stored = getattr(config or AutoConfig.from_pretrained(path, **_hub_kwargs(cfg)), "dtype", None)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                                      attn_implementation=cfg.attn_implementation,
+                                                     use_kernels=cfg.hub_kernels,
                                                      **({"config": config} if config is not None else {}),
                                                      **_hub_kwargs(cfg))
     except OSError as e:

@@ -156,6 +156,19 @@ def test_context_patch_is_applied_at_load(micro_path):
     assert model_fingerprint(str(micro_path), plain) != model_fingerprint(str(micro_path), patched)
 
 
+def test_hub_kernels_stay_off_unless_asked(micro_path):
+    """transformers 5.2x swaps layers for kernels fetched from the hub by default, at the first `model.train()`
+    on a GPU (offline: a ValueError mid-run, seen on an H200). The policy loads with them off."""
+    from pipeline.config import ModelConfig
+
+    cfg = ModelConfig(name_or_path=str(micro_path))
+    assert cfg.hub_kernels is False
+    model = load_model(str(micro_path), cfg)
+    assert getattr(model, "use_kernels", False) is False
+    model.train()  # no kernelization: nothing to fetch
+    assert getattr(model, "kernels_mode", None) is None
+
+
 @pytest.mark.parametrize("name", METHODS + REAL)
 def test_dry_run_prints_the_resolved_recipe(name, capsys):
     from pipeline.train import main

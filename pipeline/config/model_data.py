@@ -18,6 +18,10 @@ class ModelConfig:
     """Hub revision (branch, tag or commit) when `name_or_path` is a hub id."""
     trust_remote_code: bool = False
     """Allow custom modelling code from the checkpoint. Off unless you turn it on."""
+    hub_kernels: bool = False
+    """Let transformers replace layers with kernels it downloads from the Hugging Face hub (the `kernels`
+    package; transformers 5.2x turns this on by default, and on a GPU it then fetches them at the first
+    `model.train()`, which fails offline). Off: they are binary code from the hub, like `trust_remote_code`."""
     attn_implementation: str = "sdpa"
     """transformers attention implementation (`sdpa`, `eager`, `flash_attention_2`)."""
     rope_theta: float | None = None
