@@ -33,24 +33,26 @@ def qwen25_15b_shaped(layers: int):
     return Qwen2ForCausalLM(cfg)
 
 
-def rollouts(groups: int, samples: int, prompt_len: int, response_len: int, step: int):
+def rollouts(groups: int, samples: int, prompt_len: int, response_len: int, step: int, vocab: int = 151936):
+    """Synthetic scored rollouts with every column the update stage requires (`stages.update.REQUIRES`):
+    random token ids in [10, vocab), the last slot of each group a hybrid whose prefix is half the response."""
     from pipeline import schema as S
+    from stages import update
 
     g = torch.Generator().manual_seed(step)
-    cols = {c: [] for c in (S.STEP, S.GROUP_ID, S.SLOT, S.IS_HYBRID, S.PROMPT_IDS, S.PREFIX_IDS, S.PREFIX_LEN,
-                            S.COMPLETION_IDS, S.REWARD)}
+    cols = {c: [] for c in (*update.REQUIRES, S.PREFIX_LEN)}
     for gi in range(groups):
-        prompt = torch.randint(10, 150000, (prompt_len,), generator=g).tolist()
-        demo = torch.randint(10, 150000, (response_len,), generator=g).tolist()
+        prompt = torch.randint(10, vocab, (prompt_len,), generator=g).tolist()
+        demo = torch.randint(10, vocab, (response_len,), generator=g).tolist()
         for slot in range(samples):
             hybrid = slot == samples - 1
             prefix = demo[:response_len // 2] if hybrid else []
-            comp = torch.randint(10, 150000, (response_len - len(prefix),), generator=g).tolist()
-            row = {S.STEP: step, S.GROUP_ID: gi, S.SLOT: slot, S.IS_HYBRID: hybrid, S.PROMPT_IDS: prompt,
-                   S.PREFIX_IDS: prefix, S.PREFIX_LEN: len(prefix), S.COMPLETION_IDS: comp,
+            comp = torch.randint(10, vocab, (response_len - len(prefix),), generator=g).tolist()
+            row = {S.STEP: step, S.GROUP_ID: gi, S.SLOT: slot, S.IS_HYBRID: hybrid, S.HINT_LEN: 0,
+                   S.PROMPT_IDS: prompt, S.PREFIX_IDS: prefix, S.PREFIX_LEN: len(prefix), S.COMPLETION_IDS: comp,
                    S.REWARD: float(torch.rand((), generator=g) < 0.5)}
-            for k, v in row.items():
-                cols[k].append(v)
+            for k in cols:
+                cols[k].append(row[k])  # a KeyError names a column the update now requires and this lacks
     return S.make_dataset(cols)
 
 
