@@ -10,6 +10,7 @@ machine is shared, so only side-by-side ratios mean much); the median of --repea
     python scripts/bench_rollout.py [--prompts 64 --samples 8 --max-new-tokens 96 --precision fp32]
     python scripts/bench_rollout.py --prompts 8 --max-new-tokens 512   # the long-completion shape
     python scripts/bench_rollout.py --profile   # adds each side's top operators (share of self CPU time)
+    python scripts/bench_rollout.py --device cuda --model PATH_OR_HUB_ID   # a GPU, any causal LM
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout, not whatever is installed
 
 
-def load(preset: str):
+def load(preset: str, model_path: str, device: str):
+    """The embedded preset's policy, or `model_path` (a local checkpoint or hub id) when given, in fp32 on
+    `device`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pipeline.embedded.build import ensure_embedded
 
-    path = ensure_embedded(preset)
+    path = model_path or ensure_embedded(preset)
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_kernels=False).to(device).eval()
     return model, tok
 
 
@@ -64,12 +67,13 @@ def ours(model, tok, ids: list[list[int]], args) -> int:
 def padded_generate(model, tok, ids: list[list[int]], args) -> int:
     per = max(1, args.batch_size // args.samples)  # prompts per call: the same rows per batch as ours
     total = 0
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16" else torch.no_grad()
+    dev = model.device
+    ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if args.precision == "bf16" else torch.no_grad()
     for start in range(0, len(ids), per):
         chunk = ids[start:start + per]
         width = max(len(p) for p in chunk)
-        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in chunk])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in chunk], device=dev)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=dev)
         with torch.inference_mode(), ctx:
             out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True, temperature=1.0,
                                  top_p=1.0, top_k=0, num_return_sequences=args.samples,
@@ -92,9 +96,15 @@ def top_ops(fn, model, tok, ids, args, count: int = 8) -> list[dict]:
     return [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in top]
 
 
+def device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="default")
+    ap.add_argument("--model", default="", help="a local checkpoint or hub id instead of the embedded preset")
+    ap.add_argument("--device", default="cpu", help="torch device for both sides (cpu, cuda)")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=96)
@@ -123,25 +133,29 @@ def main() -> int:
         from pipeline.backends import hf
 
         hf.preallocated_cache = lambda config, capacity: DynamicCache(config=config)
-    model, tok = load(args.preset)
+    model, tok = load(args.preset, args.model, args.device)
     if args.compile:
         model.forward = torch.compile(model.forward, dynamic=True)
     ids = prompts(tok, args.prompts)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     times: dict[str, list[float]] = {"ours": [], "generate": []}
     tokens: dict[str, int] = {}
     fns = {"ours": ours, "generate": padded_generate}
     for r in range(args.repeats):
         for name in (("ours", "generate") if r % 2 == 0 else ("generate", "ours")):
             torch.manual_seed(r)
+            sync()
             t0 = time.perf_counter()
             tokens[name] = fns[name](model, tok, ids, args)
+            sync()
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     tps = {k: tokens[k] / med[k] for k in med}
     row = {
         "bench": "rollout", "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} threads", "model": f"embedded:{args.preset}",
+                   f"{torch.get_num_threads()} threads", "device": device_name(model.device),
+        "model": args.model or f"embedded:{args.preset}",
         "prompts": args.prompts, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size, "precision": args.precision, "repeats": args.repeats,
         "cache": args.cache, "shared_prompt": args.shared_prompt, "compile": args.compile, "seconds_each": {k: [round(x, 2) for x in v] for k, v in times.items()},
