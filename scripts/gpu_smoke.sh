@@ -12,11 +12,9 @@
 #   MODEL=/path/to/embedded/default-<fingerprint> bash scripts/gpu_smoke.sh
 # Results: docs/performance.md, "GPU smoke".
 #
-# Wheels it was written against (install before going offline; `pip install -e .` adds the rest):
-#   torch 2.13.0 (a CUDA 12.x build, e.g. --index-url https://download.pytorch.org/whl/cu128)
-#   accelerate 1.15.0, transformers 5.24.0, datasets 5.2.0, safetensors 0.8.0, tokenizers 0.23.3,
-#   math-verify 0.9.0, sympy 1.14.0, numpy 2.4.6, pyarrow 26.0.1, peft 0.21.2, PyYAML 6.0.4,
-#   tqdm 4.70.1, psutil 7.2.2, tensorboard 2.21.0
+# Passed on one H200 (2026-12-04, 164 s; docs/performance.md "GPU smoke") with torch 2.11.0+cu130, transformers
+# 5.25.0, accelerate 1.16.0, datasets 5.2.0, math-verify 0.9.0, peft 0.21.0, tokenizers 0.23.2. Offline, install
+# those (a CUDA build of torch) before going offline; `pip install -e .` adds the rest.
 #
 #   bash scripts/gpu_smoke.sh
 set -euo pipefail
