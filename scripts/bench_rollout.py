@@ -28,14 +28,15 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout, not whatever is installed
 
 
-def load(preset: str, model_path: str, device: str):
-    """The embedded preset's policy, or `model_path` (a local checkpoint or hub id) when given, in fp32 on
+def load(name: str, device: str):
+    """`name` (`embedded[:preset]`, a local checkpoint or a hub id, as `model.name_or_path` takes it) in fp32 on
     `device`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.embedded.build import ensure_embedded
+    from pipeline.config import ModelConfig
+    from pipeline.policy import resolve_model_path
 
-    path = model_path or ensure_embedded(preset)
+    path = resolve_model_path(ModelConfig(name_or_path=name))
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_kernels=False).to(device).eval()
     return model, tok
@@ -103,7 +104,8 @@ def device_name(dev: torch.device) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="default")
-    ap.add_argument("--model", default="", help="a local checkpoint or hub id instead of the embedded preset")
+    ap.add_argument("--model", default="", help="a local checkpoint or hub id instead of the embedded preset "
+                                                "(model.name_or_path's forms)")
     ap.add_argument("--device", default="cpu", help="torch device for both sides (cpu, cuda)")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--samples", type=int, default=8)
@@ -133,7 +135,8 @@ def main() -> int:
         from pipeline.backends import hf
 
         hf.preallocated_cache = lambda config, capacity: DynamicCache(config=config)
-    model, tok = load(args.preset, args.model, args.device)
+    model_name = args.model or f"embedded:{args.preset}"
+    model, tok = load(model_name, args.device)
     if args.compile:
         model.forward = torch.compile(model.forward, dynamic=True)
     ids = prompts(tok, args.prompts)
@@ -155,7 +158,7 @@ def main() -> int:
         "bench": "rollout", "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} threads", "device": device_name(model.device),
-        "model": args.model or f"embedded:{args.preset}",
+        "model": model_name,
         "prompts": args.prompts, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size, "precision": args.precision, "repeats": args.repeats,
         "cache": args.cache, "shared_prompt": args.shared_prompt, "compile": args.compile, "seconds_each": {k: [round(x, 2) for x in v] for k, v in times.items()},

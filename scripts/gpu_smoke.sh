@@ -47,10 +47,8 @@ timeout 150 python -m accelerate.commands.launch --config_file accelerate_config
     scripts/bench_fsdp2.py --layers 28 --steps 3 --groups 4 --samples 8 --response-len 1024 | tee "$OUT/bench_fsdp2.json"
 
 echo "gpu_smoke 4/4: rollout benchmark on CUDA, fp32 and bf16"
-rollout_model=$([ "$MODEL" = embedded ] || echo "--model $MODEL")
 for precision in fp32 bf16; do
-  # shellcheck disable=SC2086
-  timeout 90 python scripts/bench_rollout.py --device cuda --precision "$precision" --repeats 3 $rollout_model \
+  timeout 90 python scripts/bench_rollout.py --device cuda --precision "$precision" --repeats 3 --model "$MODEL" \
       | tee -a "$OUT/bench_rollout.json"
 done
 
