@@ -15,8 +15,23 @@ def test_budget_groups_sort_longest_first_and_respect_the_budget():
     # [10, 14, 12]: 3 x 5 = 15 <= 18
     assert budget_groups([10, 11, 12, 13, 14], [5, 9, 3, 9, 4], 18) == [[11, 13], [10, 14, 12]]
     # padded tokens 18 + 15 = 33, against 2 x 9 + 2 x 9 + 4 = 40 for unsorted pairs
+    # (cost with budget // 8 = 2 per micro-batch: 18 + 2 + 15 + 2 = 37; [10], [14, 12] apart also cost 37, and a
+    # tie keeps the fewer micro-batches)
     # a sequence longer than the budget goes alone
     assert budget_groups([0, 1, 2], [30, 2, 2], 10) == [[0], [1, 2]]
+
+
+def test_budget_groups_give_a_few_long_rows_their_own_micro_batch():
+    # two rows of 20 tokens (say hybrid rows with the demonstration prefix) and eight of 10, budget 100.
+    # Filling greedily: [20, 20, 10, 10, 10] (5 x 20 = 100) + [10] x 5 (50): 150 padded tokens.
+    # Cut by cost (padded + 100 // 8 = 12 per micro-batch): [20, 20] (40) + [10] x 8 (80) = 120 + 24 = 144,
+    # against 150 + 24 = 174 greedily; three micro-batches ([20, 20], 4 + 4 short) would be 120 + 36 = 156.
+    lengths = [10, 20, 10, 10, 10, 20, 10, 10, 10, 10]
+    groups = budget_groups(list(range(10)), lengths, 100)
+    assert groups == [[1, 5], [0, 2, 3, 4, 6, 7, 8, 9]]
+    assert sum(len(g) * max(lengths[i] for i in g) for g in groups) == 120
+    # deterministic, and every row exactly once
+    assert budget_groups(list(range(10)), lengths, 100) == groups
 
 
 def test_split_to_halves_the_largest_group():
