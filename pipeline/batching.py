@@ -41,8 +41,6 @@ def budget_groups(rows: list[int], lengths: list[int], budget: int) -> list[list
     total cost exactly (dynamic programme from the shortest end; O(rows x rows-per-budget))."""
     order = sorted(range(len(rows)), key=lambda k: (-lengths[k], k))
     n = len(order)
-    if n == 0:
-        return []
     sorted_len = np.array([lengths[k] for k in order], dtype=np.int64)  # [n] descending
     per_batch = max(1, budget // 8)
     best = np.zeros(n + 1, dtype=np.int64)  # best[i]: least cost of rows i.. (sorted order)
@@ -52,7 +50,7 @@ def budget_groups(rows: list[int], lengths: list[int], budget: int) -> list[list
         most = max(1, min(n - i, budget // width))  # rows that fit at this width (at least the row itself)
         sizes = np.arange(1, most + 1)
         costs = sizes * width + per_batch + best[i + 1:i + most + 1]
-        k = len(costs) - 1 - int(np.argmin(costs[::-1]))  # the last minimum: fewer micro-batches among equals
+        k = len(costs) - 1 - int(np.argmin(costs[::-1]))  # the last minimum: the longest run among equal costs
         best[i], cut[i] = costs[k], i + k + 1
     groups, i = [], 0
     while i < n:
