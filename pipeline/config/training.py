@@ -108,7 +108,8 @@ class UpdateConfig:
     micro_batch_tokens: int = 0
     """Token budget per forward/backward pass (sequences x longest length, padding included); 0 uses
     `micro_batch_size`. Sequences are sorted by length and cut into runs that minimise padded tokens
-    plus budget/8 per micro-batch (pipeline/batching.py), so short ones share no padding with long ones; the loss is unchanged except for the per-micro-batch entropy gate (docs/method.md Q2)."""
+    plus budget/8 per micro-batch (pipeline/batching.py), so short ones share no padding with long ones;
+    the loss is unchanged except for the per-micro-batch entropy gate (docs/method.md Q2)."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Compute dtype of the update (bf16 = autocast; weights, optimizer and log-probs stay fp32)."""
     logprob_chunk_tokens: int = 1024
