@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from accelerate.utils import broadcast_object_list
 
@@ -45,6 +44,7 @@ from pipeline.dist_eval import evaluate_on_all_ranks, full_loading
 from pipeline.distributed import engine_weights, is_sharded, prepare_policy
 from pipeline.distributed import make_accelerator as build_accelerator
 from pipeline.errors import UserError
+from pipeline.hostmem import configure_host
 from pipeline.imports import check_available
 from pipeline.logs import StepBar
 from pipeline.lora import load_policy_model
@@ -89,8 +89,7 @@ class Run:
         self.state: TrainState | None = None
         self._backend = None
         self.failed: dict[str, list[str]] = {}  # reward fingerprint -> prompts failed 0 of N (replay)
-        if cfg.train.num_threads:
-            torch.set_num_threads(cfg.train.num_threads)
+        configure_host(cfg.train, accelerator.device)  # threads; on CPU, freed memory kept (pipeline/hostmem.py)
 
     # ---------------------------------------------------------------- fingerprints and paths
 

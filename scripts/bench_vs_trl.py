@@ -15,6 +15,11 @@ side is a warm-up; the figure is the median of the per-step ratios ours / TRL ov
 
     python scripts/bench_vs_trl.py [--steps 6 --prompts-per-step 8 --max-new-tokens 64] [--precision bf16]
     python scripts/bench_vs_trl.py --steps 4 --max-new-tokens 512       # the rollout-dominated shape
+    python scripts/bench_vs_trl.py --max-new-tokens 512 --host-memory release     # ours without train.host_memory
+    python scripts/bench_vs_trl.py --max-new-tokens 512 --trl-host-memory keep    # TRL given the same setting
+
+Our side also reports its update's minor page faults, system time and peak resident size (what
+train.host_memory changes, pipeline/hostmem.py).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -46,7 +52,7 @@ def our_run(args, out: Path):
                  "generate.max_logprob_mismatch=0", f"generate.precision={args.precision}",
                  "generate.temperature=1.0", f"update.micro_batch_size={args.prompts_per_step * 8}",
                  "update.mini_batches=1", f"update.precision={args.precision}", f"update.lr={args.lr}",
-                 f"train.num_threads={args.threads}",
+                 f"train.num_threads={args.threads}", f"train.host_memory={args.host_memory}",
                  f"train.total_steps={args.steps}", "train.seed=0", "eval.at_start=false", "eval.at_end=false"]
     cfg = load_config("quickstart", overrides)
     run = Run(cfg, out, make_accelerator(cfg))
@@ -77,17 +83,29 @@ def trl_rows(run, cfg, steps: int) -> list[dict]:
 
 
 STAGES: dict[str, list[float]] = {}
+UPDATE_RUSAGE: list[tuple[int, float]] = []  # (minor page faults, system seconds) of each update stage
 
 
 def our_step(run, step: int) -> tuple[float, int]:
     t0 = time.perf_counter()
     for stage in ("prefixes", "generate", "reward", "update"):
-        t = time.perf_counter()
+        t, r = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         rec = run.run_stage(stage, step, strict=True)  # as pipeline.run.train steps (update writes its checkpoint)
         STAGES.setdefault(stage, []).append(time.perf_counter() - t)
+        if stage == "update":  # page faults and kernel time: what train.host_memory changes (pipeline/hostmem.py)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            UPDATE_RUSAGE.append((r1.ru_minflt - r.ru_minflt, r1.ru_stime - r.ru_stime))
         if stage == "generate":
             tokens = int(rec.meta["stats"]["completion_tokens"])
     return time.perf_counter() - t0, tokens
+
+
+def trl_tunables(args) -> dict[str, str]:
+    """The TRL process's environment for --trl-host-memory keep: glibc's tunables, read at its start, equal to
+    what pipeline/hostmem.py sets in ours with mallopt."""
+    if args.trl_host_memory == "release":
+        return {}
+    return {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"}
 
 
 def trl_step(proc) -> tuple[float, int]:
@@ -111,6 +129,11 @@ def main() -> int:
                     help="torch threads on both sides (1: a loaded shared machine makes 2 OpenMP threads crawl)")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: autocast on both sides (ours: generate/update.precision; TRL: bf16=True)")
+    ap.add_argument("--host-memory", choices=["keep", "release"], default="keep",
+                    help="our side's train.host_memory (pipeline/hostmem.py); keep is our default")
+    ap.add_argument("--trl-host-memory", choices=["release", "keep"], default="release",
+                    help="keep: the TRL process gets the same glibc setting through GLIBC_TUNABLES (mmap_max=0, "
+                         "trim_threshold=2 GB); release: its default")
     ap.add_argument("--trl-python", default=str(ROOT / ".venv-trl" / "bin" / "python"))
     args = ap.parse_args()
     if args.precision == "bf16":  # equal work: our side would fall back to fp32 on a CPU without native bf16
@@ -133,7 +156,7 @@ def main() -> int:
     (tmp / "spec.json").write_text(json.dumps(spec))
     proc = subprocess.Popen([args.trl_python, str(ROOT / "scripts" / "trl_worker.py"), str(tmp / "spec.json")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp,
-                            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+                            env={**os.environ, "OMP_NUM_THREADS": str(args.threads), **trl_tunables(args)})
     ours, trl = [], []
     try:
         for step in range(1, args.steps + 1):
@@ -152,11 +175,15 @@ def main() -> int:
         "machine": f"{platform.machine()} {os.cpu_count()} cores (shared), CPU, {args.precision}, {args.threads} thread(s) per side",
         "trl": subprocess.run([args.trl_python, "-c", "import trl, transformers; print(trl.__version__, "
                                "transformers.__version__)"], capture_output=True, text=True).stdout.strip(),
+        "host_memory": {"ours": args.host_memory, "trl": args.trl_host_memory},
         "model": args.model, "prompts_per_step": args.prompts_per_step, "samples": 8,
         "max_new_tokens": args.max_new_tokens, "steps": args.steps, "warmup_steps_dropped": 1,
         "ours_step_s": [round(o[0], 2) for o in ours], "trl_step_s": [round(t[0], 2) for t in trl],
         "ours_completion_tokens": [o[1] for o in ours], "trl_completion_tokens": [t[1] for t in trl],
         "ours_median_stage_s": {k: round(statistics.median(v[1:]), 3) for k, v in STAGES.items()},
+        "ours_median_update_minor_faults": int(statistics.median(f for f, _ in UPDATE_RUSAGE[1:])),
+        "ours_median_update_system_s": round(statistics.median(s for _, s in UPDATE_RUSAGE[1:]), 2),
+        "ours_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "median_step_ratio": round(statistics.median(ratios), 3), "goal_ratio_max": goal,
     }
     row["met"] = row["median_step_ratio"] <= goal
