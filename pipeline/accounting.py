@@ -4,7 +4,9 @@ against the machine's measured matmul peak.
 Peak memory is per stage, not per process: on CPU the kernel's peak-RSS mark (VmHWM) is reset when a
 stage starts (`/proc/self/clear_refs`) and read when it ends; on CUDA the allocator's peak is reset
 and `max_memory_allocated` read. Where the mark cannot be reset, the process's lifetime peak is
-reported and `peak_rss_scope` says so.
+reported and `peak_rss_scope` says so (`process`). A CPU run that keeps freed memory in the process
+(`train.host_memory=keep`, pipeline/hostmem.py) starts each stage with what earlier stages freed still
+resident, so its stage peak is an upper bound on the stage's own need: `stage+kept`.
 
 Model FLOPs per token of a forward pass: 2 x (parameters in matmuls: every weight except the input
 embedding, which is a lookup, unless it is tied to the output head) + 2 x layers x hidden x context
@@ -23,6 +25,7 @@ from typing import Any
 
 import torch
 
+from pipeline import hostmem
 from pipeline.precision import effective
 
 
@@ -58,7 +61,7 @@ def peak_memory(reset_ok: bool) -> dict[str, Any]:
     hwm = _vm_hwm_mb() if reset_ok else None
     out: dict[str, Any] = {
         "peak_rss_mb": round(hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_rss_scope": "stage" if hwm is not None else "process",
+        "peak_rss_scope": "process" if hwm is None else "stage+kept" if hostmem.kept() else "stage",
     }
     if _cuda():
         out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

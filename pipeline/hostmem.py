@@ -46,16 +46,26 @@ def _glibc() -> Any | None:
     return libc
 
 
+_kept = False
+
+
+def kept() -> bool:
+    """Whether this process keeps its freed memory (`keep_freed_memory` took effect): its resident size then
+    includes memory freed earlier, e.g. by a previous stage (pipeline/accounting.py says so per stage)."""
+    return _kept
+
+
 @functools.cache
 def keep_freed_memory() -> bool:
     """Serve large allocations from the heap and never trim it (process-wide, once); whether it took effect."""
+    global _kept
     libc = _glibc()
     if libc is None:
         return False
-    ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, _KEEP_TOP) == 1
-    if not ok:
+    _kept = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, _KEEP_TOP) == 1
+    if not _kept:
         log.warning("mallopt refused train.host_memory=keep; freed memory goes back to the system as usual")
-    return ok
+    return _kept
 
 
 def configure_host(train: Any, device: Any) -> bool:
