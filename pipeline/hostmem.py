@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # glibc's malloc.h
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-_KEEP_TOP = 2**31 - 1  # the largest value mallopt takes (an int): free heap above 2 GB still goes back
+KEEP_TOP = 2**31 - 1  # the largest value mallopt takes (an int): free heap above 2 GB still goes back
 
 
 @functools.cache
@@ -46,26 +46,27 @@ def _glibc() -> Any | None:
     return libc
 
 
-_kept = False
-
-
-def kept() -> bool:
-    """Whether this process keeps its freed memory (`keep_freed_memory` took effect): its resident size then
-    includes memory freed earlier, e.g. by a previous stage (pipeline/accounting.py says so per stage)."""
-    return _kept
-
-
 @functools.cache
 def keep_freed_memory() -> bool:
     """Serve large allocations from the heap and never trim it (process-wide, once); whether it took effect."""
-    global _kept
     libc = _glibc()
     if libc is None:
         return False
-    _kept = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, _KEEP_TOP) == 1
-    if not _kept:
+    ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, KEEP_TOP) == 1
+    if not ok:
         log.warning("mallopt refused train.host_memory=keep; freed memory goes back to the system as usual")
-    return _kept
+    return ok
+
+
+def kept() -> bool:
+    """Whether this process keeps its freed memory (`keep_freed_memory` ran and took effect): its resident size
+    then includes memory freed earlier, e.g. by a previous stage (pipeline/accounting.py says so per stage)."""
+    return keep_freed_memory.cache_info().currsize > 0 and keep_freed_memory()
+
+
+def glibc_tunables() -> str:
+    """The same setting for a process not yet started (GLIBC_TUNABLES, read by glibc at start-up)."""
+    return f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={KEEP_TOP}"
 
 
 def configure_host(train: Any, device: Any) -> bool:

@@ -103,9 +103,9 @@ def our_step(run, step: int) -> tuple[float, int]:
 def trl_tunables(args) -> dict[str, str]:
     """The TRL process's environment for --trl-host-memory keep: glibc's tunables, read at its start, equal to
     what pipeline/hostmem.py sets in ours with mallopt."""
-    if args.trl_host_memory == "release":
-        return {}
-    return {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"}
+    from pipeline.hostmem import glibc_tunables
+
+    return {} if args.trl_host_memory == "release" else {"GLIBC_TUNABLES": glibc_tunables()}
 
 
 def trl_step(proc) -> tuple[float, int]:

@@ -18,7 +18,9 @@ _ROUNDS = """
 import json, resource, sys, torch
 sys.path.insert(0, {root!r})
 from pipeline import hostmem
-kept = hostmem.keep_freed_memory() if sys.argv[1] == "keep" else False
+if sys.argv[1] == "keep":
+    hostmem.keep_freed_memory()
+kept = hostmem.kept()
 faults = []
 for _ in range(16):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -30,11 +32,13 @@ print(json.dumps({{"kept": kept, "faults": faults}}))
 """
 
 
-def _rounds(mode: str) -> dict:
+def _rounds(mode: str, env: dict | None = None) -> dict:
+    import os
     from pathlib import Path
 
     code = _ROUNDS.format(root=str(Path(__file__).resolve().parent.parent))
-    out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -46,6 +50,9 @@ def test_kept_memory_is_reused_without_page_faults():
     assert min(default["faults"][-4:]) > 10_000, default
     # kept: after the first rounds (glibc's aligned blocks settle) a round reuses pages already mapped
     assert max(kept["faults"][-4:]) < 1_000, kept
+    # the same setting given at start-up (what bench_vs_trl --trl-host-memory keep passes to TRL's process)
+    tuned = _rounds("release", {"GLIBC_TUNABLES": hostmem.glibc_tunables()})
+    assert not tuned["kept"] and max(tuned["faults"][-4:]) < 1_000, tuned
 
 
 def test_configure_host_applies_on_cpu_runs_only(monkeypatch):
