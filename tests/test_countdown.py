@@ -67,6 +67,29 @@ def test_verifier_accepts_and_rejects(expr, score, status):
     assert cd.check_expression(expr, "countdown:15:3,4,9") == (score, status)
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("9 - 4 = 5. 5 * 3 = 15. The answer is \\boxed{(9 - 4) * 3}.", (2, 0)),
+    ("9 - 4 = 6. 6 * 3 = 18.", (2, 1)),  # the first sum is wrong, the second right for its inputs
+    ("4 - 9 = 5.", (1, 1)),  # negative step: not allowed by the game
+    ("7 / 2 = 3. 8 / 2 = 4.", (2, 1)),  # inexact division is wrong, exact is right
+    ("12 * 12 = 144. 99 + 1 = 100.", (2, 0)),  # multi-digit values
+    ("The answer is \\boxed{(9 - 4) * 3}.", (0, 0)),  # the boxed expression is not a worked line
+])
+def test_line_errors_counts_wrong_worked_lines(text, expected):
+    assert cd.line_errors(text) == expected
+
+
+def test_wrong_line_rate_pools_lines_over_completions():
+    assert cd.wrong_line_rate(["9 - 4 = 6. 6 * 3 = 18.", "4 - 9 = 5.", "no lines"]) == pytest.approx(2 / 3)
+    assert cd.wrong_line_rate(["7 * 2 = 14."]) == 0.0
+    assert cd.wrong_line_rate(["no worked lines"]) is None and cd.wrong_line_rate([]) is None
+
+
+def test_every_demonstration_has_one_right_line_per_level():
+    for p in cd.train_split([1, 2, 3, 4, 5], 20, 0):
+        assert cd.line_errors(p.demonstration) == (p.level, 0), p.demonstration
+
+
 def test_verifier_uses_exact_rationals_not_floats():
     # 8 / 3 * 3 = 8 exactly (a float path would also pass; 1/3 + 1/3 + 1/3 needs exact arithmetic)
     assert cd.check_expression("8 / 3 * 3", "countdown:8:3,3,8") == (1.0, "ok")

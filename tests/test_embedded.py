@@ -45,6 +45,18 @@ def test_build_is_deterministic_and_cached(micro_path, tmp_path, monkeypatch):
     assert ensure_embedded("micro") == micro_path  # a second call loads the cache
 
 
+def test_countdown_build_reports_how_often_its_arithmetic_is_wrong(micro_path, tmp_path):
+    import dataclasses
+
+    build(dataclasses.replace(PRESETS["micro"], task="countdown"), tmp_path / "cd", "countdown")
+    report = json.loads((tmp_path / "cd" / "embedded_report.json").read_text())
+    levels = {f"level_{i}" for i in range(1, 6)}
+    assert set(report["pass_at_1_by_level"]) == levels == set(report["wrong_line_rate_by_level"])
+    # a 30-step micro policy writes no worked line at all: the rate is undefined, not 0
+    assert set(report["wrong_line_rate_by_level"].values()) == {None}
+    assert "wrong_line_rate_by_level" not in json.loads((micro_path / "embedded_report.json").read_text())
+
+
 def test_model_is_a_real_qwen2(micro_path):
     from transformers import AutoModelForCausalLM
 

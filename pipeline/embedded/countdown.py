@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -136,6 +137,24 @@ def demonstration(numbers: tuple[int, ...], route: list[tuple[int, str, int, int
         exprs.append((r, f"{ea} {op} {eb}"))
         lines.append(f"{a} {op} {b} = {r}.")
     return " ".join(lines) + f" The answer is \\boxed{{{exprs[0][1]}}}."
+
+
+_LINE = re.compile(r"\b(\d{1,4}) ([-+*/]) (\d{1,4}) = (\d{1,4})\b")
+
+
+def line_errors(text: str) -> tuple[int, int]:
+    """(worked lines, wrong ones) in a completion: `a op b = c` lines whose c is not what the game's rules give
+    (a wrong sum, or a negative or inexact step). The task's premise needs a policy whose arithmetic is mostly
+    right, so that the choices, not the sums, carry the uncertainty; the embedded build reports this rate."""
+    lines = _LINE.findall(text)
+    return len(lines), sum(apply(int(a), op, int(b)) != int(c) for a, op, b, c in lines)
+
+
+def wrong_line_rate(texts: list[str]) -> float | None:
+    """The share of all worked lines in `texts` that are wrong (line_errors); None when there are none."""
+    counts = [line_errors(t) for t in texts]
+    lines = sum(n for n, _ in counts)
+    return sum(w for _, w in counts) / lines if lines else None
 
 
 # ---------------------------------------------------------------------------------------------------
