@@ -57,6 +57,15 @@ def test_countdown_build_reports_how_often_its_arithmetic_is_wrong(micro_path, t
     assert "wrong_line_rate_by_level" not in json.loads((micro_path / "embedded_report.json").read_text())
 
 
+def test_a_warm_start_variant_is_built_and_cached_apart(micro_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFIX_RFT_CACHE", str(tmp_path))
+    variant = ensure_embedded("micro", sft_steps=5)
+    assert variant.parent == tmp_path / "embedded" and variant.name != micro_path.name
+    assert json.loads((variant / "embedded_report.json").read_text())["spec"]["sft_steps"] == 5
+    assert (variant / "model.safetensors").read_bytes() != (micro_path / "model.safetensors").read_bytes()
+    assert ensure_embedded("micro", sft_steps=5) == variant
+
+
 def test_model_is_a_real_qwen2(micro_path):
     from transformers import AutoModelForCausalLM
 

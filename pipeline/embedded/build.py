@@ -7,6 +7,7 @@ versions, so the first use builds it and later uses load it. The build writes `e
 with the base policy's per-level pass@1 on the held-out toy split.
 
     python -m pipeline.embedded.build --preset default
+    python -m pipeline.embedded.build --preset countdown --sft-steps 400   # a variant, cached apart
 """
 
 from __future__ import annotations
@@ -279,13 +280,15 @@ def _file_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_embedded(preset: str = "default") -> Path:
-    """Path of the cached embedded model for `preset`, building it first if needed (process-safe)."""
+def ensure_embedded(preset: str = "default", sft_steps: int | None = None) -> Path:
+    """Path of the cached embedded model for `preset`, building it first if needed (process-safe).
+    `sft_steps` builds a variant with another warm-start length (its own cache folder; for studies of the build,
+    not named by any recipe)."""
     if preset not in PRESETS:
         from pipeline.errors import UserError
 
         raise UserError(f"model.name_or_path: unknown embedded preset {preset!r}; choose one of {sorted(PRESETS)}")
-    spec = PRESETS[preset]
+    spec = PRESETS[preset] if sft_steps is None else dataclasses.replace(PRESETS[preset], sft_steps=sft_steps)
     fp = spec_fingerprint(spec)
     out = cache_root() / "embedded" / f"{preset}-{fp}"
     if cache.folder_status(out, fp) == "complete":
@@ -301,9 +304,13 @@ def ensure_embedded(preset: str = "default") -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    ap.add_argument("--sft-steps", type=int, default=None,
+                    help="build a variant with this many warm-start steps (cached apart; docs/tasks.md)")
     args = ap.parse_args()
+    if args.sft_steps is not None and args.sft_steps < 1:
+        ap.error(f"--sft-steps must be >= 1, got {args.sft_steps}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = ensure_embedded(args.preset)
+    path = ensure_embedded(args.preset, args.sft_steps)
     print(path)
     print((path / "embedded_report.json").read_text())
 
