@@ -67,7 +67,7 @@ PRESETS = {
     "default": EmbeddedSpec(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512,
                             sft_steps=400, sft_level_weights=(0.3, 0.3, 0.25, 0.15), sft_sloppy_fraction=0.5),
     # Countdown (second embedded task): warm-started on levels 1-3 (2-4 numbers); RL trains on levels 2-4. 3200
-    # steps, not 400: at 400 two thirds of the worked lines the policy wrote were wrong sums, so the arithmetic, not
+    # steps, not 400: at 400, 44-82% of the worked lines the policy wrote were wrong sums, so the arithmetic, not
     # the choices, decided success (docs/tasks.md, "The Countdown policy's arithmetic")
     "countdown": EmbeddedSpec(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512,
                               sft_steps=3200, sft_level_weights=(0.2, 0.5, 0.3), task="countdown"),
