@@ -358,8 +358,18 @@ def _rising(r: RunResult) -> bool:
     return still_rising(r.curve, r.selected_step) if r.rising is None else r.rising
 
 
-def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str, Any]:
-    """Per method: accuracy mean ± std over seeds, per level, chosen LR, selected steps, compute, wall time."""
+def lr_edge(lr: float, sweep: dict[float, float] | None) -> str | None:
+    """'low' or 'high' when `lr` was chosen at an end of a swept grid of two or more values (the best value may lie
+    outside it), else None."""
+    if not sweep or len(sweep) < 2:
+        return None
+    return "low" if lr == min(sweep) else "high" if lr == max(sweep) else None
+
+
+def aggregate(results: list[RunResult], base: dict[str, Any] | None,
+              sweeps: dict[str, dict[float, float]] | None = None) -> dict[str, Any]:
+    """Per method: accuracy mean ± std over seeds, per level, chosen LR (with seed 0's validation accuracy at every
+    LR of its sweep, and whether the choice sits at an end of the grid), selected steps, compute, wall time."""
     out: dict[str, Any] = {"base": base, "methods": {}}
     for m in METHODS:
         rs = sorted((r for r in results if r.method == m.name), key=lambda r: r.seed)
@@ -372,6 +382,8 @@ def aggregate(results: list[RunResult], base: dict[str, Any] | None) -> dict[str
         out["methods"][m.name] = {
             "label": m.label, "recipe": m.recipe, "overrides": list(m.overrides), "from_sft": m.from_sft,
             "seeds": [r.seed for r in rs], "lr": rs[0].lr, "selected_steps": [r.selected_step for r in rs],
+            "lr_sweep": {f"{x:g}": a for x, a in sorted((sweeps or {}).get(m.name, {}).items())} or None,
+            "lr_at_edge": lr_edge(rs[0].lr, (sweeps or {}).get(m.name)),
             "accuracy": acc, "accuracy_std": acc_sd, "accuracy_per_seed": [r.accuracy for r in rs],
             "by_level": {lv: mean_std([r.by_level[lv] for r in rs if lv in r.by_level]) for lv in levels},
             "reward_end": mean_std(rewards)[0] if rewards else None,
@@ -399,7 +411,8 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
                      + " | ".join(f"{100 * b.get('accuracy_by_level', {}).get(lv, float('nan')):.1f}" for lv in levels)
                      + " | - | - | - | - | - |")
     for v in methods.values():
-        cells = [v["label"], f"{v['lr']:g}", f"{100 * v['accuracy']:.1f} ± {100 * v['accuracy_std']:.1f}",
+        edge = v.get("lr_at_edge")
+        cells = [v["label"], f"{v['lr']:g}" + (f" ({edge} end)" if edge else ""), f"{100 * v['accuracy']:.1f} ± {100 * v['accuracy_std']:.1f}",
                  *[f"{100 * v['by_level'][lv][0]:.1f} ± {100 * v['by_level'][lv][1]:.1f}" if lv in v["by_level"]
                    else "-" for lv in levels],
                  ",".join(map(str, v["selected_steps"])), _not_converged_cell(v),
@@ -414,6 +427,12 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
                   "for runs with early stopping, "
                   "the seeds their step cap ended before the plateau rule did (\"capped\"). Compare these rows at "
                   "a larger budget (`--preset full`, or raise the RL steps) before drawing conclusions from them."]
+    edges = [f"{v['label']} ({v['lr_at_edge']} end; seed 0's best validation "
+             + " / ".join(f"{a:.3f} at {x}" for x, a in v["lr_sweep"].items()) + ")"
+             for v in methods.values() if v.get("lr_at_edge")]
+    if edges:
+        lines += ["", f"**Learning rate chosen at an end of its grid: {'; '.join(edges)}.** The best value may lie "
+                  "outside the grid; a wider sweep (`--lrs`, `--sft-lrs`) would say."]
     return "\n".join(lines) + "\n"
 
 
@@ -714,6 +733,7 @@ class Comparison:
         self.pending: list[tuple[Method, float, int, Path, int, Path]] = []  # (.., run, step, checkpoint)
         self.sft_selected: dict[int, tuple[Path, tuple[Path, dict[str, float]]]] = {}
         self.chosen_lr: dict[str, float] = {}
+        self.sweeps: dict[str, dict[float, float]] = {}  # method -> {lr: seed 0's best validation accuracy}
         self.count = 0
         self.lock = threading.Lock()
 
@@ -807,6 +827,8 @@ class Comparison:
         sweep = dict(zip(lrs, runs))
         lr = max(lrs, key=lambda x: (self.best_of(sweep[x])[1], -lrs.index(x)))  # first LR among ties
         self.chosen_lr[m.name] = lr
+        if len(lrs) > 1:
+            self.sweeps[m.name] = {x: self.best_of(sweep[x])[1] for x in lrs}
         self.finish(m, lr, seed0, sweep[lr])
         self._each(lambda seed: self.finish(m, lr, seed, self.train(m, lr, seed)), self.seeds[1:])
 
@@ -838,7 +860,7 @@ class Comparison:
         if self.dry_run:
             return None
         self.evaluate_selected()
-        agg = aggregate(self.results, base)
+        agg = aggregate(self.results, base, self.sweeps)
         agg.update(task=self.task.name, lrs=list(self.p["lrs"]), sft_lrs=list(self.p.get("sft_lrs", self.p["lrs"])),
                    rl_steps=self.p["rl_steps"])
         return agg
@@ -854,6 +876,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated (default: the preset's; every method but rl-sft-loss, and `default` "
                          "leaves out sft-matched), from: " + ", ".join(m.name for m in METHODS))
     ap.add_argument("--dry-run", action="store_true", help="write and validate every run's config, train nothing")
+    ap.add_argument("--lrs", default=None,
+                    help="comma-separated learning rates every RL method sweeps (default: the preset's, "
+                         + ",".join(f"{x:g}" for x in LRS) + ")")
+    ap.add_argument("--sft-lrs", default=None,
+                    help="comma-separated learning rates SFT sweeps (default: the preset's, "
+                         + ",".join(f"{x:g}" for x in SFT_LRS) + ")")
     ap.add_argument("--jobs", type=int, default=None,
                     help="runs at once, each with cpu_count/jobs threads (default: the preset's)")
     ap.add_argument("overrides", nargs="*", help="section.field=value applied to every run (the shared budget)")
@@ -869,8 +897,22 @@ def main(argv: list[str] | None = None) -> int:
         SLOTS = Slots(1)
 
 
+def _grid(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        grid = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        grid = ()
+    if not grid or any(not (x > 0) for x in grid) or len(set(grid)) != len(grid):
+        raise UserError(f"{flag} must be distinct positive numbers separated by commas, got {text!r}")
+    return grid
+
+
 def _main(args: argparse.Namespace) -> int:
-    preset = PRESETS[args.preset]
+    preset = dict(PRESETS[args.preset])
+    if args.lrs is not None:
+        preset["lrs"] = _grid(args.lrs, "--lrs")
+    if args.sft_lrs is not None:
+        preset["sft_lrs"] = _grid(args.sft_lrs, "--sft-lrs")
     args.methods = args.methods or ",".join(preset.get("methods", DEFAULT_METHODS))
     unknown = [m for m in args.methods.split(",") if m and m not in BY_NAME]
     if unknown:

@@ -1,6 +1,7 @@
 """scripts/compare_methods.py: compute-matched budgets, the learning-rate sweep and checkpoint selection on
 validation, SFT -> X from the SFT checkpoint, and the aggregation arithmetic."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -93,6 +94,35 @@ def test_aggregate_and_table():
     assert "| RFT (Dr. GRPO) | 0.0001 | 40.0 ± 14.1 | 40.0 ± 14.1 | 8,8 | 2/2 | 2000.00 | 100 | 10 |" in md
     assert "| base policy | - | 10.0 | 10.0 |" in md
     assert "Not converged at this budget: RFT (Dr. GRPO)." in md  # best at the last validation point
+
+
+def test_a_learning_rate_chosen_at_an_end_of_its_grid_is_flagged():
+    sweep = {3e-4: 0.245, 1e-3: 0.225, 3e-3: 0.175}
+    assert cm.lr_edge(3e-4, sweep) == "low" and cm.lr_edge(3e-3, sweep) == "high" and cm.lr_edge(1e-3, sweep) is None
+    assert cm.lr_edge(1e-4, {1e-4: 0.3}) is None and cm.lr_edge(1e-4, None) is None  # nothing swept: no edge
+    rs = [cm.RunResult("sft", s, 0.4, {}, None, 1.0, [(10, 0.2), (20, 0.3), (30, 0.25)], lr=3e-4, selected_step=20)
+          for s in (0, 1)]
+    agg = cm.aggregate(rs, None, {"sft": sweep})
+    v = agg["methods"]["sft"]
+    assert v["lr_at_edge"] == "low" and v["lr_sweep"] == {"0.0003": 0.245, "0.001": 0.225, "0.003": 0.175}
+    md = cm.results_markdown(agg, "# t")
+    assert "| SFT (converged) | 0.0003 (low end) | 40.0 ± 0.0 |" in md
+    assert ("**Learning rate chosen at an end of its grid: SFT (converged) (low end; seed 0's best validation "
+            "0.245 at 0.0003 / 0.225 at 0.001 / 0.175 at 0.003).**") in md
+    mid = cm.results_markdown(cm.aggregate([dataclasses.replace(r, lr=1e-3) for r in rs], None, {"sft": sweep}), "")
+    assert "| 0.001 |" in mid and "end of its grid" not in mid
+
+
+def test_the_grids_can_be_widened_from_the_command_line(tmp_path, capsys):
+    assert cm.main(["--output-dir", str(tmp_path), "--dry-run", "--tasks", "toy", "--methods", "sft,rft",
+                    "--lrs", "1e-5,3e-5,1e-4,3e-4", "--sft-lrs", "1e-4,3e-4"]) == 0
+    protocol = (tmp_path / "protocol.md").read_text()
+    assert "chosen per method from 1e-05, 3e-05, 0.0001, 0.0003" in protocol and "sft.lr from 0.0001, 0.0003" in protocol
+    names = {p.name for p in (tmp_path / "toy/configs").glob("*-seed0.yaml")}
+    assert {"rft-lr1e-05-seed0.yaml", "sft-lr0.0001-seed0.yaml"} <= names and len(names) == 4 + 2
+    for bad in ("1e-4,x", "0,1e-4", "1e-4,1e-4", ""):
+        assert cm.main(["--output-dir", str(tmp_path), "--dry-run", "--lrs", bad]) == 2
+        assert "--lrs must be distinct positive numbers" in capsys.readouterr().err
 
 
 def test_runs_still_rising_at_the_end_of_their_budget_are_flagged():
