@@ -52,7 +52,8 @@ Protocol (printed at the start of every run and written to OUTPUT/protocol.md):
 Every run is a normal run directory, OUTPUT/<task>/runs/<method>/lr<lr>-seed<k>; an interrupted comparison
 resumes where it stopped (finished runs and evaluations are kept, a half-done run resumes itself); a run
 directory trained with other settings (another preset, budget or code default) is refused with the fields that
-differ, never read as this comparison's. Writes
+differ, never read as this comparison's, and so is a task whose starting policy changed under the same name
+(OUTPUT/<task>/starting_model.json; e.g. a rebuilt embedded policy). Writes
 per task OUTPUT/<task>/results.{json,md} (held-out mean ± std per level, selected step, compute, wall time)
 and accuracy_vs_compute.png, and OUTPUT/results.md for all tasks.
 
@@ -717,6 +718,16 @@ def protocol_text(preset: str, p: dict[str, Any], tasks: list[Task], methods: li
     ])
 
 
+def starting_model_identity(cfg: Any) -> dict[str, str]:
+    """What names a task's starting policy: its name, the folder it resolves to (an embedded build's folder carries
+    its recipe's fingerprint) and the starting-weights fingerprint the stage caches use (pipeline.policy)."""
+    from pipeline.policy import model_fingerprint, resolve_model_path
+
+    path = resolve_model_path(cfg)
+    return {"name_or_path": cfg.name_or_path, "resolved": Path(path).name if Path(path).is_dir() else path,
+            "fingerprint": model_fingerprint(path, cfg)}
+
+
 class Comparison:
     """The plan of one task. SFT runs first (its chosen LR and checkpoints feed SFT -> X); with `jobs` > 1 every
     method's runs are submitted at once and Slots runs them `jobs` at a time, SFT's first, each SFT -> X row
@@ -832,6 +843,25 @@ class Comparison:
         self.finish(m, lr, seed0, sweep[lr])
         self._each(lambda seed: self.finish(m, lr, seed, self.train(m, lr, seed)), self.seeds[1:])
 
+    def check_starting_model(self) -> None:
+        """The task's starting policy must be the one this output directory was trained from (OUTPUT/<task>/
+        starting_model.json, written on first use). An embedded policy's folder is named by its build recipe's
+        fingerprint, so a rebuilt policy under the same name (another warm start, other library versions) is refused
+        here instead of being mixed with the earlier one's runs and base evaluation."""
+        from pipeline.config import load_config
+
+        cfg = load_config(self.task.recipe, self.overrides).model
+        ident = starting_model_identity(cfg)
+        record = self.out / "starting_model.json"
+        if record.is_file():
+            old = json.loads(record.read_text())
+            if old != ident:
+                raise UserError(f"{self.out} was trained from another {cfg.name_or_path} ({old.get('resolved')}; now "
+                                f"{ident['resolved']}): its runs are not this policy's; pass a new --output-dir, or "
+                                f"delete {self.out}")
+            return
+        _write(record, json.dumps(ident, indent=1))
+
     def run(self) -> dict[str, Any] | None:
         if any(m.from_sft for m in self.methods) and not any(m.name == "sft" for m in self.methods):
             raise UserError("the SFT -> X methods start from the SFT model: include `sft` in --methods")
@@ -840,6 +870,7 @@ class Comparison:
         if not self.dry_run:
             shared, _ = read_recipe(self.task.recipe)
             model = (apply_overrides(shared, self.overrides).get("model") or {}).get("name_or_path", "embedded")
+            self.check_starting_model()
             base = evaluate_checkpoint(model, self.task.suite, self.out / "base_eval", self.eval_overrides)
         # dependencies: SFT -> X rows wait for SFT; rows that take another method's LR wait for that method
         waits = {m.name: ({"sft"} if m.from_sft else set()) | ({m.lr_of} if self.inherits_lr(m) else set())

@@ -214,6 +214,8 @@ def _fake_runs(monkeypatch, val=VAL):
     monkeypatch.setattr(cm, "run_one", fake_run_one)
     monkeypatch.setattr(cm, "evaluate_checkpoint", fake_eval)
     monkeypatch.setattr(cm, "evaluate_checkpoints", fake_evals)
+    monkeypatch.setattr(cm, "starting_model_identity",  # no embedded build: the name stands for the policy
+                        lambda cfg: {"name_or_path": cfg.name_or_path, "resolved": cfg.name_or_path, "fingerprint": "f"})
     return trained, evaluated
 
 
@@ -250,6 +252,29 @@ def test_lr_is_chosen_on_validation_and_sft_checkpoint_feeds_sft_then_x(tmp_path
     # SFT -> RFT is charged its own compute plus the SFT run's
     assert agg["methods"]["sft-rft"]["total_flops"] == 20.0 and agg["methods"]["sft"]["total_flops"] == 10.0
     assert evaluated[0] == "embedded" and sft_ckpt.format(0) in evaluated  # the base, then selected checkpoints
+
+
+def test_a_rebuilt_starting_policy_is_refused_not_mixed_with_the_old_runs(tmp_path, monkeypatch, capsys):
+    _fake_runs(monkeypatch)
+    args = ["--output-dir", str(tmp_path), "--tasks", "toy", "--methods", "rft", "--seeds", "0", "--jobs", "1"]
+    assert cm.main(args) == 0
+    assert json.loads((tmp_path / "toy/starting_model.json").read_text())["resolved"] == "embedded"
+    assert cm.main(args) == 0  # the same policy: resumed
+    monkeypatch.setattr(cm, "starting_model_identity",  # the same name, another build
+                        lambda cfg: {"name_or_path": cfg.name_or_path, "resolved": "default-0123", "fingerprint": "g"})
+    assert cm.main(args) == 2
+    err = capsys.readouterr().err
+    assert "was trained from another embedded (embedded; now default-0123)" in err and "new --output-dir" in err
+
+
+def test_the_starting_policy_identity_names_the_resolved_folder(micro_path):
+    from pipeline.config import ModelConfig
+    from pipeline.policy import model_fingerprint
+
+    cfg = ModelConfig(name_or_path=str(micro_path))
+    ident = cm.starting_model_identity(cfg)
+    assert ident == {"name_or_path": str(micro_path), "resolved": micro_path.name,
+                     "fingerprint": model_fingerprint(str(micro_path), cfg)}
 
 
 def test_unknown_method_is_a_one_line_error(tmp_path, capsys):
