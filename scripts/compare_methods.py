@@ -860,6 +860,10 @@ class Comparison:
                                 f"{ident['resolved']}): its runs are not this policy's; pass a new --output-dir, or "
                                 f"delete {self.out}")
             return
+        if (self.out / "base_eval").is_dir() or (self.out / "runs").is_dir():
+            print(f"note: {self.out} has runs from before starting_model.json existed; they are taken to start from "
+                  f"{ident['resolved']} (delete the folder if {cfg.name_or_path} was rebuilt since)",
+                  file=sys.stderr, flush=True)
         _write(record, json.dumps(ident, indent=1))
 
     def run(self) -> dict[str, Any] | None:

@@ -265,6 +265,9 @@ def test_a_rebuilt_starting_policy_is_refused_not_mixed_with_the_old_runs(tmp_pa
     assert cm.main(args) == 2
     err = capsys.readouterr().err
     assert "was trained from another embedded (embedded; now default-0123)" in err and "new --output-dir" in err
+    (tmp_path / "toy/starting_model.json").unlink()  # a directory from before the record existed: resumed, with a note
+    assert cm.main(args) == 0
+    assert "has runs from before starting_model.json existed" in capsys.readouterr().err
 
 
 def test_the_starting_policy_identity_names_the_resolved_folder(micro_path):
