@@ -413,7 +413,8 @@ def results_markdown(agg: dict[str, Any], header: str) -> str:
                      + " | - | - | - | - | - |")
     for v in methods.values():
         edge = v.get("lr_at_edge")
-        cells = [v["label"], f"{v['lr']:g}" + (f" ({edge} end)" if edge else ""), f"{100 * v['accuracy']:.1f} ± {100 * v['accuracy_std']:.1f}",
+        cells = [v["label"], f"{v['lr']:g}" + (f" ({edge} end)" if edge else ""),
+                 f"{100 * v['accuracy']:.1f} ± {100 * v['accuracy_std']:.1f}",
                  *[f"{100 * v['by_level'][lv][0]:.1f} ± {100 * v['by_level'][lv][1]:.1f}" if lv in v["by_level"]
                    else "-" for lv in levels],
                  ",".join(map(str, v["selected_steps"])), _not_converged_cell(v),
