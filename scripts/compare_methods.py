@@ -837,18 +837,19 @@ class Comparison:
             self._each(lambda seed: self.train(m, lrs[0], seed), self.seeds[1:])
             return
         sweep = dict(zip(lrs, runs))
-        lr = max(lrs, key=lambda x: (self.best_of(sweep[x])[1], -lrs.index(x)))  # first LR among ties
+        val = {x: self.best_of(sweep[x])[1] for x in lrs}  # seed 0's best validation accuracy per LR
+        lr = max(lrs, key=lambda x: (val[x], -lrs.index(x)))  # first LR among ties
         self.chosen_lr[m.name] = lr
         if len(lrs) > 1:
-            self.sweeps[m.name] = {x: self.best_of(sweep[x])[1] for x in lrs}
+            self.sweeps[m.name] = val
         self.finish(m, lr, seed0, sweep[lr])
         self._each(lambda seed: self.finish(m, lr, seed, self.train(m, lr, seed)), self.seeds[1:])
 
-    def check_starting_model(self) -> None:
-        """The task's starting policy must be the one this output directory was trained from (OUTPUT/<task>/
-        starting_model.json, written on first use). An embedded policy's folder is named by its build recipe's
-        fingerprint, so a rebuilt policy under the same name (another warm start, other library versions) is refused
-        here instead of being mixed with the earlier one's runs and base evaluation."""
+    def check_starting_model(self) -> str:
+        """The task's starting policy (its name_or_path, returned) must be the one this output directory was trained
+        from (OUTPUT/<task>/starting_model.json, written on first use). An embedded policy's folder is named by its
+        build recipe's fingerprint, so a rebuilt policy under the same name (another warm start, other library
+        versions) is refused here instead of being mixed with the earlier one's runs and base evaluation."""
         from pipeline.config import load_config
 
         cfg = load_config(self.task.recipe, self.overrides).model
@@ -860,12 +861,13 @@ class Comparison:
                 raise UserError(f"{self.out} was trained from another {cfg.name_or_path} ({old.get('resolved')}; now "
                                 f"{ident['resolved']}): its runs are not this policy's; pass a new --output-dir, or "
                                 f"delete {self.out}")
-            return
+            return cfg.name_or_path
         if (self.out / "base_eval").is_dir() or (self.out / "runs").is_dir():
             print(f"note: {self.out} has runs from before starting_model.json existed; they are taken to start from "
                   f"{ident['resolved']} (delete the folder if {cfg.name_or_path} was rebuilt since)",
                   file=sys.stderr, flush=True)
         _write(record, json.dumps(ident, indent=1))
+        return cfg.name_or_path
 
     def run(self) -> dict[str, Any] | None:
         if any(m.from_sft for m in self.methods) and not any(m.name == "sft" for m in self.methods):
@@ -873,9 +875,7 @@ class Comparison:
         # the base policy on the held-out suite, once per task
         base = None
         if not self.dry_run:
-            shared, _ = read_recipe(self.task.recipe)
-            model = (apply_overrides(shared, self.overrides).get("model") or {}).get("name_or_path", "embedded")
-            self.check_starting_model()
+            model = self.check_starting_model()
             base = evaluate_checkpoint(model, self.task.suite, self.out / "base_eval", self.eval_overrides)
         # dependencies: SFT -> X rows wait for SFT; rows that take another method's LR wait for that method
         waits = {m.name: ({"sft"} if m.from_sft else set()) | ({m.lr_of} if self.inherits_lr(m) else set())

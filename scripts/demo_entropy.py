@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -25,16 +24,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-LINE = re.compile(r"(\d+ [-+*/] \d+) = (\d+)\.")
 MODELS = {"toy": "embedded", "countdown": "embedded:countdown"}
 LEVELS = {"toy": [1, 2, 3, 4, 5, 6], "countdown": [1, 2, 3, 4, 5]}
 
 
 def token_kinds(text: str, offsets: list[tuple[int, int]]) -> list[str]:
     """'choice', 'result' or 'other' for each token (by its character span) of a demonstration."""
+    from pipeline.embedded.countdown import WORKED_LINE
+
     spans = []
-    for m in LINE.finditer(text):
-        spans += [(m.start(1), m.end(1), "choice"), (m.start(2), m.end(2), "result")]
+    for m in WORKED_LINE.finditer(text):
+        spans += [(m.start(1), m.end(3), "choice"), (m.start(4), m.end(4), "result")]
     kinds = []
     for a, b in offsets:
         kind = "other"

@@ -139,14 +139,15 @@ def demonstration(numbers: tuple[int, ...], route: list[tuple[int, str, int, int
     return " ".join(lines) + f" The answer is \\boxed{{{exprs[0][1]}}}."
 
 
-_LINE = re.compile(r"\b(\d{1,4}) ([-+*/]) (\d{1,4}) = (\d{1,4})\b")
+# a worked line `a op b = c` (groups: a, op, b, c), as demonstrations write them (both embedded tasks)
+WORKED_LINE = re.compile(r"\b(\d{1,4}) ([-+*/]) (\d{1,4}) = (\d{1,4})\b")
 
 
 def line_errors(text: str) -> tuple[int, int]:
     """(worked lines, wrong ones) in a completion: `a op b = c` lines whose c is not what the game's rules give
     (a wrong sum, or a negative or inexact step). The task's premise needs a policy whose arithmetic is mostly
     right, so that the choices, not the sums, carry the uncertainty; the embedded build reports this rate."""
-    lines = _LINE.findall(text)
+    lines = WORKED_LINE.findall(text)
     return len(lines), sum(apply(int(a), op, int(b)) != int(c) for a, op, b, c in lines)
 
 
